@@ -1,0 +1,176 @@
+"""Run a student notebook in a kernel: parameters injected, cells timed, output capped.
+
+nbclient executes each cell. A cell that raises does not stop the run (later cells
+may still define what the rubric needs). A cell that times out or kills the kernel
+is recorded, the kernel is restarted, the cells that succeeded are replayed, and
+the run goes on after the offending cell, all within the whole-run deadline.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from .errors import CourseError
+from .sandbox import KernelSession
+
+__all__ = ["CellRecord", "ExecutionRecord", "load_notebook", "inject_parameters", "run_notebook"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class CellRecord:
+    """How one code cell went."""
+
+    index: int
+    status: str = "not_run"            # ok | error | timeout | not_run
+    duration_s: float | None = None
+    error: dict[str, str] | None = None
+
+
+@dataclass
+class ExecutionRecord:
+    """How the whole notebook went; becomes ``execution`` in the report."""
+
+    cells: list[CellRecord] = field(default_factory=list)
+    timed_out: bool = False
+    kernel_died: bool = False
+    output_truncated: bool = False
+    restarts: int = 0
+    parameters: dict[str, Any] = field(default_factory=dict)
+    notebook_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("notebook_s")
+        return data
+
+
+class _CappedClient(NotebookClient):
+    """NotebookClient that keeps at most ``output_budget`` bytes of cell output."""
+
+    output_budget = 1 << 20
+    truncated = False
+
+    def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
+        size = len(str(msg.get("content", "")))
+        if size > self.output_budget:
+            self.truncated = True
+            return None
+        self.output_budget -= size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def load_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read and validate a notebook; a clear ``CourseError`` names the file otherwise."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds
+        raise CourseError(f"{path}: not a valid Jupyter notebook ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}). Open it in Jupyter, save it, and submit again.")
+    return nb
+
+
+def inject_parameters(nb: nbformat.NotebookNode, params: dict[str, Any]) -> nbformat.NotebookNode:
+    """Insert an ``injected-parameters`` cell after the ``parameters`` cell (papermill's way)."""
+    nb = copy.deepcopy(nb)
+    source = "# Parameters set by the grader\n" + "".join(
+        f"{key} = {value!r}\n" for key, value in params.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    index = next((i for i, c in enumerate(nb.cells)
+                  if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    nb.cells.insert(0 if index is None else index + 1, cell)
+    return nb
+
+
+def _error_of(cell: nbformat.NotebookNode) -> dict[str, str] | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            tb = _ANSI.sub("", "\n".join(out.get("traceback", [])))
+            return {"ename": out.get("ename", ""), "evalue": str(out.get("evalue", ""))[:2000],
+                    "traceback": tb[-6000:]}
+    return None
+
+
+def _client(nb: nbformat.NotebookNode, session: KernelSession) -> _CappedClient:
+    client = _CappedClient(nb, km=session.km, timeout=int(session.limits.cell_timeout_s),
+                           allow_errors=True, record_timing=False, interrupt_on_timeout=False,
+                           startup_timeout=int(session.limits.startup_timeout_s))
+    client.output_budget = session.limits.output_kb * 1024
+    return client
+
+
+def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
+                 record: ExecutionRecord) -> KernelSession:
+    """Execute every code cell of ``nb`` in a kernel from ``start_session()``.
+
+    Returns the live session in which the notebook's names are defined; fills
+    ``record`` as it goes. ``start_session`` makes a new started KernelSession
+    (called again after a timeout or a crash).
+    """
+    started = time.monotonic()
+    session: KernelSession = start_session()
+    limits = session.limits
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    record.cells = [CellRecord(index=i) for i in code]
+    done: list[int] = []
+    position = 0
+    while position < len(code):
+        client = _client(nb, session)
+        try:
+            with client.setup_kernel(cleanup_kc=False):
+                for index in done:                      # replay after a restart
+                    client.execute_cell(nb.cells[index], index)
+                while position < len(code):
+                    index, rec = code[position], record.cells[position]
+                    remaining = limits.total_timeout_s - (time.monotonic() - started)
+                    if remaining <= 0:
+                        record.timed_out = True
+                        break
+                    client.timeout = int(max(1, min(limits.cell_timeout_s, remaining)))
+                    t0 = time.monotonic()
+                    try:
+                        client.execute_cell(nb.cells[index], index)
+                    finally:
+                        rec.duration_s = round(time.monotonic() - t0, 3)
+                    rec.error = _error_of(nb.cells[index])
+                    rec.status = "error" if rec.error else "ok"
+                    if rec.status == "ok":
+                        done.append(index)
+                    position += 1
+        except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
+            rec = record.cells[position]
+            timeout = isinstance(exc, CellTimeoutError)
+            rec.status = "timeout" if timeout else "error"
+            rec.error = {"ename": "CellTimeout" if timeout else "KernelDied",
+                         "evalue": (f"the cell ran longer than {client.timeout} s"
+                                    if timeout else "the kernel died while running this cell "
+                                    "(out of memory, os._exit or a crash)"),
+                         "traceback": ""}
+            record.kernel_died |= not timeout
+            position += 1
+            session.close()
+            if time.monotonic() - started >= limits.total_timeout_s:
+                record.timed_out = True
+                session = start_session()
+                break
+            record.restarts += 1
+            session = start_session()
+        finally:
+            record.output_truncated |= client.truncated
+            if client.kc is not None:
+                client.kc.stop_channels()
+        if record.timed_out:
+            break
+    record.notebook_s = round(time.monotonic() - started, 3)
+    return session

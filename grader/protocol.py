@@ -1,0 +1,269 @@
+"""The trust boundary: the grader asks the student's kernel to call its own code.
+
+Requests carry the grader's inputs (tensors as raw bytes in base64 JSON); replies
+come back as one display_data message and are decoded here without pickle, with
+every tensor's dtype, shape and byte count checked and the whole reply bounded
+in size. Nothing a reply says is believed: checks compare it with what the
+grader computes itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ExecutionTimeout, KernelDied, ProtocolError, StudentException
+from .sandbox import KernelSession
+
+__all__ = ["Name", "Handle", "Attr", "KernelProxy", "encode", "decode"]
+
+MIME = "application/vnd.grader.reply+json"
+_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
+           "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+_MAX_DEPTH = 16
+_MAX_ITEMS = 100_000
+
+
+@dataclass(frozen=True)
+class Name:
+    """A global name in the student's notebook, e.g. ``Name("VAE")``."""
+
+    name: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"$name": self.name}
+
+
+@dataclass(frozen=True)
+class Handle:
+    """An object that lives in the kernel (a model instance); only its id crosses."""
+
+    key: str
+    type: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        return {"$handle": self.key}
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute of something in the kernel: ``Attr(Handle("h1"), "encoder")``."""
+
+    obj: Name | Handle | Attr
+    name: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"$attr": [self.obj.wire(), self.name]}
+
+
+Ref = Name | Handle | Attr
+
+
+def encode(value: Any) -> Any:
+    """Grader data -> JSON for the kernel."""
+    if isinstance(value, (Name, Handle, Attr)):
+        return value.wire()
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        return {"$tensor": {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                            "data": base64.b64encode(t.numpy().tobytes()).decode("ascii")}}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if isinstance(value, tuple):
+        return {"$tuple": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {"$dict": {str(k): encode(v) for k, v in value.items()}}
+    return value
+
+
+def _decode_tensor(spec: Any) -> torch.Tensor:
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise ProtocolError("malformed tensor in the kernel's reply")
+    dtype = _DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
+    shape = spec["shape"]
+    if dtype is None:
+        raise ProtocolError(f"tensor of unsupported dtype {spec['dtype']!r} in the reply")
+    if not (isinstance(shape, list) and len(shape) <= 8
+            and all(isinstance(s, int) and 0 <= s <= 1 << 31 for s in shape)):
+        raise ProtocolError(f"tensor of invalid shape {shape!r} in the reply")
+    if not isinstance(spec["data"], str):
+        raise ProtocolError("tensor data is not base64 text")
+    raw = base64.b64decode(spec["data"], validate=True)
+    count = math.prod(shape)
+    if len(raw) != count * np.dtype(dtype).itemsize:
+        raise ProtocolError(f"tensor of shape {shape} carries {len(raw)} bytes, not "
+                            f"{count * np.dtype(dtype).itemsize}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def decode(value: Any, depth: int = 0) -> Any:
+    """JSON from the kernel -> tensors, numbers, tuples, dicts and handles; never code."""
+    if depth > _MAX_DEPTH:
+        raise ProtocolError("reply nested too deeply")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        if len(value) > _MAX_ITEMS:
+            raise ProtocolError("reply list too long")
+        return [decode(v, depth + 1) for v in value]
+    if not isinstance(value, dict) or len(value) == 0:
+        raise ProtocolError(f"unexpected {type(value).__name__} in the kernel's reply")
+    if "$tensor" in value:
+        return _decode_tensor(value["$tensor"])
+    if "$float" in value and value["$float"] in ("nan", "inf", "-inf"):
+        return float(value["$float"])
+    if "$tuple" in value and isinstance(value["$tuple"], list):
+        return tuple(decode(v, depth + 1) for v in value["$tuple"])
+    if "$dict" in value and isinstance(value["$dict"], dict):
+        return {str(k): decode(v, depth + 1) for k, v in value["$dict"].items()}
+    if "$handle" in value and isinstance(value["$handle"], str):
+        return Handle(value["$handle"][:64], str(value.get("type", ""))[:200])
+    raise ProtocolError(f"unknown value in the kernel's reply: keys {sorted(value)[:5]}")
+
+
+class KernelProxy:
+    """Calls into one student kernel. Every method may raise a ``SubmissionError``.
+
+    Raises:
+        StudentException: the student's code raised (name, value, traceback).
+        ExecutionTimeout: the call exceeded ``limits.call_timeout_s``.
+        KernelDied: the kernel exited.
+        ProtocolError: the reply was malformed or too large.
+    """
+
+    def __init__(self, session: KernelSession) -> None:
+        self.session = session
+        self.calls = 0
+        self._installed = False
+
+    def install(self) -> None:
+        """Send the kernel half of the protocol (probe_server.py) into the kernel."""
+        source = resources.files("grader.sandbox").joinpath("probe_server.py").read_text()
+        code = ("import types as _t, sys as _s\n_m = _t.ModuleType('__grader_probe__')\n"
+                f"exec(compile({source!r}, '<grader-probe>', 'exec'), _m.__dict__)\n"
+                "_s.modules['__grader_probe__'] = _m\ndel _t, _s, _m\n")
+        self._execute(code, expect_reply=False)
+        self._installed = True
+
+    def request(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        if not self._installed:
+            self.install()
+        nonce = secrets.token_hex(8)
+        payload = json.dumps({"op": op, "nonce": nonce, **fields}, allow_nan=False)
+        b64 = base64.b64encode(payload.encode()).decode("ascii")
+        code = f"__import__('sys').modules['__grader_probe__'].handle({b64!r})"
+        reply = self._execute(code, expect_reply=True, timeout=timeout)
+        if not isinstance(reply, dict) or reply.get("nonce") != nonce:
+            raise ProtocolError("the kernel's reply does not answer the request")
+        if reply.get("ok") is True:
+            return decode(reply.get("value"))
+        if reply.get("ok") is False:
+            raise StudentException(str(reply.get("ename", "Exception"))[:200],
+                                   str(reply.get("evalue", ""))[:2000],
+                                   str(reply.get("traceback", ""))[:8000])
+        raise ProtocolError("malformed reply from the kernel")
+
+    def call(self, target: Ref, *args: Any, seed: int | None = None, dtype: str | None = None,
+             no_grad: bool = True, keep: bool = False, timeout: float | None = None,
+             **kwargs: Any) -> Any:
+        """``target(*args, **kwargs)`` in the kernel; the result as data (or a Handle)."""
+        return self.request("call", target=target.wire(), args=[encode(a) for a in args],
+                            kwargs={k: encode(v) for k, v in kwargs.items()}, seed=seed,
+                            dtype=dtype, no_grad=no_grad, keep=keep, timeout=timeout)
+
+    def call_with_grad(self, target: Ref, *args: Any, wrt: list[int], output: int | None = None,
+                       cotangent: torch.Tensor | None = None, seed: int | None = None,
+                       dtype: str | None = None) -> tuple[Any, list[torch.Tensor | None]]:
+        """Call and back-propagate ``cotangent`` (default ones) from the chosen output.
+
+        Returns the outputs and the gradients w.r.t. ``args[i]`` for ``i`` in ``wrt``
+        (None where no gradient reaches that input).
+        """
+        grad = {"wrt": wrt, "output": output,
+                "cotangent": encode(cotangent) if cotangent is not None else None}
+        reply = self.request("call", target=target.wire(), args=[encode(a) for a in args],
+                             kwargs={}, seed=seed, dtype=dtype, grad=grad)
+        if not isinstance(reply, dict) or set(reply) != {"value", "grads"}:
+            raise ProtocolError("malformed gradient reply")
+        grads = reply["grads"]
+        if not isinstance(grads, list) or len(grads) != len(wrt):
+            raise ProtocolError("gradient reply has the wrong number of gradients")
+        return reply["value"], grads
+
+    def get(self, target: Ref, *, keep: bool = False) -> Any:
+        return self.request("get", target=target.wire(), keep=keep)
+
+    def load_checkpoint(self, cls: Ref, path: str, *args: Any) -> Handle:
+        """Build ``cls(*args)`` in the kernel and load ``path`` with ``weights_only=True``."""
+        handle = self.request("load_checkpoint", cls=cls.wire(), path=path,
+                              args=[encode(a) for a in args])
+        if not isinstance(handle, Handle):
+            raise ProtocolError("load_checkpoint did not return a model")
+        return handle
+
+    def _execute(self, code: str, *, expect_reply: bool, timeout: float | None = None) -> Any:
+        client = self.session.client
+        if client is None or not self.session.is_alive():
+            raise KernelDied("the kernel is not running")
+        limits = self.session.limits
+        timeout = limits.call_timeout_s if timeout is None else timeout
+        self.calls += 1
+        msg_id = client.execute(code, silent=False, store_history=False, allow_stdin=False,
+                                stop_on_error=False)
+        deadline = time.monotonic() + timeout
+        reply, error, budget = None, None, limits.reply_mb * 1024 * 1024 * 4 // 3
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._abandon(timeout)
+            try:
+                msg = client.get_iopub_msg(timeout=min(remaining, 1.0))
+            except Exception:  # noqa: BLE001 - queue.Empty: check the kernel is alive
+                if not self.session.is_alive():
+                    raise KernelDied("the kernel died during a call") from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "display_data" and MIME in content.get("data", {}):
+                reply = content["data"][MIME]
+                size = len(json.dumps(reply)) if not isinstance(reply, str) else len(reply)
+                if size > budget:
+                    raise ProtocolError(f"reply of {size} bytes exceeds {limits.reply_mb} MiB")
+            elif kind == "error":
+                error = content
+            elif kind == "status" and content.get("execution_state") == "idle":
+                break
+        if error is not None and expect_reply and reply is None:
+            raise StudentException(str(error.get("ename")), str(error.get("evalue")),
+                                   "\n".join(error.get("traceback", []))[-8000:])
+        if expect_reply and reply is None:
+            raise ProtocolError("the kernel finished the call without replying")
+        return reply
+
+    def _abandon(self, timeout: float) -> None:
+        """A call overran: interrupt; if the kernel stays busy, kill it."""
+        self.session.interrupt()
+        client = self.session.client
+        end = time.monotonic() + 5
+        while client is not None and time.monotonic() < end:
+            try:
+                msg = client.get_iopub_msg(timeout=0.5)
+            except Exception:  # noqa: BLE001
+                continue
+            if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                raise ExecutionTimeout(f"the call took longer than {timeout:g} s and was interrupted")
+        self.session.kill()
+        raise ExecutionTimeout(f"the call took longer than {timeout:g} s; the kernel was stopped")

@@ -1,0 +1,195 @@
+"""The kernel half of the grader's call protocol.
+
+This file is never imported by the grader: its source is sent to the student's
+kernel after the notebook has run. It answers requests of the form "call this
+name of yours on these inputs" with plain data: JSON with tensors as base64 raw
+bytes, published as one display_data message of MIME type ``MIME``. It decides
+nothing; the student may rewrite it at will, and everything it sends back is
+checked by the grader as untrusted data.
+"""
+
+import base64
+import json
+import random
+import sys
+import traceback
+
+MIME = "application/vnd.grader.reply+json"
+_MAX_ITEMS = 100_000
+_MAX_DEPTH = 12
+_handles = {}
+_counter = [0]
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _ns():
+    return sys.modules["__main__"].__dict__
+
+
+def _resolve(ref):
+    if "$name" in ref:
+        ns = _ns()
+        if ref["$name"] not in ns:
+            raise NameError(f"the notebook defines no `{ref['$name']}`")
+        return ns[ref["$name"]]
+    if "$handle" in ref:
+        return _handles[ref["$handle"]]
+    if "$attr" in ref:
+        obj, name = ref["$attr"]
+        return getattr(_decode(obj), name)
+    raise ValueError(f"unknown reference {ref!r}")
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$tensor" in value:
+        torch = _torch()
+        spec = value["$tensor"]
+        raw = base64.b64decode(spec["data"])
+        flat = torch.frombuffer(bytearray(raw), dtype=getattr(torch, spec["dtype"]))
+        return flat.reshape(spec["shape"]).clone()
+    if "$float" in value:
+        return float(value["$float"])
+    if "$tuple" in value:
+        return tuple(_decode(v) for v in value["$tuple"])
+    if "$dict" in value:
+        return {k: _decode(v) for k, v in value["$dict"].items()}
+    return _resolve(value)
+
+
+def _store(obj):
+    _counter[0] += 1
+    key = f"h{_counter[0]}"
+    _handles[key] = obj
+    return {"$handle": key, "type": type(obj).__name__}
+
+
+def _encode(value, depth=0):
+    torch = _torch()
+    if depth > _MAX_DEPTH:
+        raise ValueError("reply nested too deeply")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value if not isinstance(value, str) else value[:10_000]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else {"$float": repr(value)}
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        if t.is_complex() or t.layout != torch.strided:
+            raise TypeError(f"cannot send a {t.dtype} {t.layout} tensor")
+        t = t.contiguous()
+        data = t.numpy().tobytes() if t.numel() else b""
+        return {"$tensor": {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
+                            "data": base64.b64encode(data).decode("ascii")}}
+    if isinstance(value, torch.Size):
+        return list(value)
+    if isinstance(value, (tuple, list)):
+        if len(value) > _MAX_ITEMS:
+            raise ValueError("reply list too long")
+        items = [_encode(v, depth + 1) for v in value]
+        return {"$tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"$dict": {k: _encode(v, depth + 1) for k, v in list(value.items())[:_MAX_ITEMS]}}
+    return _store(value)
+
+
+def _seed(seed):
+    torch = _torch()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def _cast(args, dtype):
+    torch = _torch()
+    target = getattr(torch, dtype)
+    return [a.to(target) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for a in args]
+
+
+def _call(req):
+    torch = _torch()
+    fn = _decode(req["target"])
+    args = _decode(req.get("args", []))
+    kwargs = {k: _decode(v) for k, v in req.get("kwargs", {}).items()}
+    if req.get("dtype"):
+        args = _cast(args, req["dtype"])
+    if req.get("seed") is not None:
+        _seed(req["seed"])
+    grad = req.get("grad")
+    if grad is None:
+        if req.get("no_grad", True):
+            with torch.no_grad():
+                out = fn(*args, **kwargs)
+        else:
+            out = fn(*args, **kwargs)
+        return _store(out) if req.get("keep") else _encode(out)
+    inputs = []
+    for i in grad["wrt"]:
+        args[i] = args[i].detach().clone().requires_grad_(True)
+        inputs.append(args[i])
+    with torch.enable_grad():
+        out = fn(*args, **kwargs)
+    picked = out[grad["output"]] if grad.get("output") is not None else out
+    if not isinstance(picked, torch.Tensor) or not picked.requires_grad:
+        grads = [None] * len(inputs)
+    else:
+        cot = _decode(grad["cotangent"]) if grad.get("cotangent") else torch.ones_like(picked)
+        grads = torch.autograd.grad(picked, inputs, grad_outputs=cot.to(picked.dtype),
+                                    allow_unused=True)
+    return {"$dict": {"value": _encode(out), "grads": _encode(list(grads))}}
+
+
+def _load_checkpoint(req):
+    torch = _torch()
+    cls = _decode(req["cls"])
+    model = cls(*_decode(req.get("args", [])))
+    state = torch.load(req["path"], map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return _store(model)
+
+
+def _dispatch(req):
+    op = req["op"]
+    if op == "call":
+        return _call(req)
+    if op == "get":
+        obj = _decode(req["target"])
+        return _store(obj) if req.get("keep") else _encode(obj)
+    if op == "load_checkpoint":
+        return _load_checkpoint(req)
+    if op == "release":
+        for key in req["handles"]:
+            _handles.pop(key, None)
+        return None
+    raise ValueError(f"unknown op {op!r}")
+
+
+def handle(payload):
+    """Answer one request (base64 JSON); publish the reply as display_data."""
+    from IPython.display import publish_display_data
+
+    req = json.loads(base64.b64decode(payload))
+    try:
+        reply = {"ok": True, "value": _dispatch(req)}
+    except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        reply = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
+                 "traceback": "".join(tb[-12:])[-8000:]}
+    reply["nonce"] = req.get("nonce")
+    publish_display_data({MIME: reply}, metadata={})
