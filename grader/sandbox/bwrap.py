@@ -149,6 +149,7 @@ def _system_args() -> list[str]:
             args += ["--symlink", os.readlink(top), str(top)]
         elif top.exists():
             args += ["--ro-bind", str(top), str(top)]
+    args += ["--perms", "0755", "--dir", "/etc"]
     for name in _ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return args

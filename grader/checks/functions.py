@@ -1,0 +1,363 @@
+"""Generic checks on the student's functions and modules, reusable by every lab.
+
+Targets a rubric can name (``params``):
+
+- ``function: gaussian_kl`` — a global function of the notebook;
+- ``module: {class: Encoder, args: [L]}`` — a fresh instance (built seeded, by
+  the student's own class; dims symbols in ``args`` are replaced);
+- ``model: {class: VAE, checkpoint: vae.pt, attr: encoder}`` — the trained model
+  loaded from the checkpoint, in eval mode; ``method: sample`` calls a method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import StudentException, SubmissionError
+from ..protocol import Attr, Handle, Name
+from .compare import Tolerance, central_differences, mismatch, normal_moment_test
+from .registry import CheckContext, PropertyFailure, Verdict, check
+from .strategies import format_inputs, input_sets, run_property
+
+_TARGET = ("function", "module", "model", "method")
+_INPUTS = ("inputs", "dims", "args")
+
+
+def _arg_names(params: dict[str, Any]) -> list[str]:
+    return list(params.get("args") or params.get("inputs", {}).keys())
+
+
+def target(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int] | None = None,
+           precision: str = "float32") -> Name | Handle | Attr:
+    """The callable in the kernel that ``params`` names."""
+    dims = dims or {}
+    if "function" in params:
+        ctx.require(params["function"])
+        ref: Name | Handle | Attr = Name(params["function"])
+    elif "module" in params:
+        spec = params["module"]
+        ctx.require(spec["class"])
+        args = [dims.get(a, a) if isinstance(a, str) else a for a in spec.get("args", [])]
+        ref = ctx.kernel.call(Name(spec["class"]), *args, seed=ctx.seed, keep=True)
+        if precision == "float64":
+            ref = ctx.kernel.call(Attr(ref, "double"), keep=True)
+    elif "model" in params:
+        spec = params["model"]
+        ref = ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
+        for name in filter(None, str(spec.get("attr", "")).split(".")):
+            ref = Attr(ref, name)
+    else:
+        raise KeyError("the check names no function, module or model")
+    if params.get("method"):
+        ref = Attr(ref, params["method"])
+    return ref
+
+
+def _tensors(example: dict[str, np.ndarray], params: dict[str, Any], dtype: torch.dtype
+             ) -> list[Any]:
+    out: list[Any] = []
+    for name in _arg_names(params):
+        value = example[name]
+        spec = params["inputs"].get(name, {})
+        if spec.get("kind") == "int":
+            out.append(int(value))
+        elif spec.get("dtype") == "long":
+            out.append(torch.as_tensor(value).long())
+        else:
+            out.append(torch.as_tensor(value).to(dtype))
+    return out
+
+
+def _examples(params: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Strategy over (dims, arrays): ``kind: int`` inputs take the value of a dim."""
+    inputs = {k: v for k, v in params["inputs"].items() if v.get("kind") != "int"}
+    strategy = input_sets(inputs, params.get("dims", {}))
+
+    def add_ints(arrays: dict[str, Any]) -> dict[str, Any]:
+        dims = _infer_dims(arrays, params)
+        for name, spec in params["inputs"].items():
+            if spec.get("kind") == "int":
+                arrays[name] = np.asarray(dims.get(spec["dim"], spec.get("value", 1)))
+        return arrays
+
+    return strategy.map(add_ints)
+
+
+def _infer_dims(arrays: dict[str, Any], params: dict[str, Any]) -> dict[str, int]:
+    dims: dict[str, int] = dict(arrays.get("_dims", {}))
+    for name, spec in params["inputs"].items():
+        if name in arrays and "shape" in spec:
+            for sym, size in zip(spec["shape"], np.shape(arrays[name])):
+                if isinstance(sym, str):
+                    dims[sym] = int(size)
+    for sym, (lo, _hi) in params.get("dims", {}).items():
+        dims.setdefault(sym, int(lo))
+    return dims
+
+
+def _student_error(exc: StudentException, example: dict[str, Any]) -> PropertyFailure:
+    failure = PropertyFailure(f"your code raised {exc.ename}: {exc.evalue}",
+                              {"inputs": format_inputs(example), "expected": None, "actual": None})
+    failure.traceback = exc.traceback  # type: ignore[attr-defined]
+    return failure
+
+
+def _verdict_of(failure: BaseException | None, tried: int, ok_message: str,
+                **details: Any) -> Verdict:
+    if failure is None:
+        return Verdict.passed(ok_message, examples=tried, **details)
+    if isinstance(failure, SubmissionError):
+        raise failure
+    if isinstance(failure, PropertyFailure):
+        verdict = Verdict.failed(failure.message, failure.counterexample, examples=tried, **details)
+        tb = getattr(failure, "traceback", None)
+        if tb:
+            verdict.details["traceback"] = tb
+        return verdict
+    raise failure
+
+
+def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any]) -> str:
+    """float64 where the student's code allows it, float32 where it does not."""
+    if params.get("precision") in ("float32", "float64"):
+        return str(params["precision"])
+    try:
+        fn = target(ctx, params, _infer_dims(example, params), "float64")
+        out = ctx.kernel.call(fn, *_tensors(example, params, torch.float64), seed=ctx.seed)
+    except StudentException:
+        return "float32"
+    first = out[0] if isinstance(out, (tuple, list)) and out else out
+    return "float64" if isinstance(first, torch.Tensor) and first.dtype == torch.float64 \
+        else "float32"
+
+
+@check("matches_reference", required=("inputs",), optional=(*_TARGET, "dims", "args", "reference",
+                                                           "rtol", "atol", "rtol32", "atol32",
+                                                           "precision", "max_examples"))
+def check_matches_reference(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The student's output equals the reference's on hypothesis-generated inputs."""
+    reference = ctx.ref(params.get("reference") or params.get("function"))
+    strategy = _examples(params)
+    state: dict[str, Any] = {}
+
+    def prop(example: dict[str, Any]) -> None:
+        if "precision" not in state:
+            state["precision"] = _precision(ctx, params, example)
+        precision = state["precision"]
+        dtype = torch.float64 if precision == "float64" else torch.float32
+        args = _tensors(example, params, dtype)
+        try:
+            fn = target(ctx, params, _infer_dims(example, params), precision)
+            actual = ctx.kernel.call(fn, *args, seed=ctx.seed)
+        except StudentException as exc:
+            raise _student_error(exc, example) from None
+        expected = reference(*[a.double() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                               else a for a in args])
+        why = mismatch(actual, expected, Tolerance.of(params, precision))
+        if why:
+            raise PropertyFailure(why, {"inputs": format_inputs(example),
+                                        "expected": _short(expected), "actual": _short(actual)})
+
+    tried, failure = run_property(strategy, prop, int(params.get("max_examples",
+                                                                   ctx.max_examples)))
+    return _verdict_of(failure, tried, f"matches the reference on {tried} generated inputs",
+                       precision=state.get("precision"))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    if isinstance(value, torch.Tensor):
+        return format_inputs({"v": value})["v"]
+    return repr(value)[:300]
+
+
+@check("output_shapes", required=("inputs", "outputs"),
+       optional=(*_TARGET, "dims", "args", "range", "max_examples"))
+def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Outputs have the stated shapes (dims symbols), are floating, finite, in range."""
+    expected_shapes = params["outputs"]
+    single = not expected_shapes or not isinstance(expected_shapes[0], list)
+    if single:
+        expected_shapes = [expected_shapes]
+    lo, hi = params.get("range", [None, None])
+
+    def prop(example: dict[str, Any]) -> None:
+        dims = _infer_dims(example, params)
+        try:
+            out = ctx.kernel.call(target(ctx, params, dims), *_tensors(example, params,
+                                                                       torch.float32),
+                                  seed=ctx.seed)
+        except StudentException as exc:
+            raise _student_error(exc, example) from None
+        outs = [out] if single else out
+        if not isinstance(outs, (tuple, list)) or len(outs) != len(expected_shapes):
+            raise PropertyFailure(f"expected {len(expected_shapes)} outputs, got "
+                                  f"{type(out).__name__}", {"inputs": format_inputs(example)})
+        for i, (o, shape) in enumerate(zip(outs, expected_shapes)):
+            want = tuple(dims[s] if isinstance(s, str) else s for s in shape)
+            ce = {"inputs": format_inputs(example), "expected": f"shape {want}"}
+            if not isinstance(o, torch.Tensor) or not o.is_floating_point():
+                raise PropertyFailure(f"output {i} is not a floating tensor", ce)
+            if tuple(o.shape) != want:
+                raise PropertyFailure(f"output {i} has shape {tuple(o.shape)}, expected {want}",
+                                      {**ce, "actual": f"shape {tuple(o.shape)}"})
+            if not torch.isfinite(o).all():
+                raise PropertyFailure(f"output {i} contains nan or inf", {**ce, "actual": _short(o)})
+            if lo is not None and (o.min() < lo or o.max() > hi):
+                raise PropertyFailure(f"output {i} leaves [{lo}, {hi}]: min {o.min().item():.4g},"
+                                      f" max {o.max().item():.4g}", {**ce, "actual": _short(o)})
+
+    tried, failure = run_property(_examples(params), prop,
+                                  int(params.get("max_examples", min(ctx.max_examples, 10))))
+    return _verdict_of(failure, tried, f"shapes, dtype and values right on {tried} inputs")
+
+
+@check("known_values", required=("cases",), optional=(*_TARGET, "rtol", "atol"))
+def check_known_values(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Hand-picked inputs with known outputs (from the literature); partial credit per case."""
+    tol = Tolerance(float(params.get("rtol", 1e-5)), float(params.get("atol", 1e-5)))
+    passed, notes = 0, []
+    for case in params["cases"]:
+        args = [torch.tensor(a, dtype=torch.float32) if isinstance(a, list) else a
+                for a in case["args"]]
+        expected = torch.tensor(case["expected"], dtype=torch.float64)
+        try:
+            actual = ctx.kernel.call(target(ctx, params), *args, seed=ctx.seed)
+            why = mismatch(actual, expected, tol)
+        except StudentException as exc:
+            why = f"raised {exc.ename}: {exc.evalue}"
+        label = case.get("label", f"args {case['args']}")
+        if why:
+            notes.append(f"{label}: {why}")
+        else:
+            passed += 1
+    total = len(params["cases"])
+    if passed == total:
+        return Verdict.passed(f"all {total} known values right")
+    return Verdict(passed / total, f"{total - passed} of {total} known values wrong: " +
+                   "; ".join(notes), details={"passed": passed, "total": total})
+
+
+@check("output_bounds", required=("inputs",), optional=(*_TARGET, "dims", "args", "min", "max",
+                                                       "atol", "max_examples"))
+def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Every output element stays within [min - atol, max + atol] on generated inputs."""
+    lo, hi = params.get("min"), params.get("max")
+    atol = float(params.get("atol", 1e-6))
+
+    def prop(example: dict[str, Any]) -> None:
+        try:
+            out = ctx.kernel.call(target(ctx, params, _infer_dims(example, params)),
+                                  *_tensors(example, params, torch.float32), seed=ctx.seed)
+        except StudentException as exc:
+            raise _student_error(exc, example) from None
+        o = out.double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
+        ce = {"inputs": format_inputs(example), "expected": f"values in [{lo}, {hi}]",
+              "actual": _short(out)}
+        if not torch.isfinite(o).all():
+            raise PropertyFailure("output is not finite", ce)
+        if lo is not None and o.min() < lo - atol:
+            raise PropertyFailure(f"output {o.min().item():.6g} is below {lo}", ce)
+        if hi is not None and o.max() > hi + atol:
+            raise PropertyFailure(f"output {o.max().item():.6g} is above {hi}", ce)
+
+    tried, failure = run_property(_examples(params), prop,
+                                  int(params.get("max_examples", ctx.max_examples)))
+    return _verdict_of(failure, tried, f"outputs within bounds on {tried} inputs")
+
+
+@check("normal_moments", required=("inputs", "moments", "samples"),
+       optional=(*_TARGET, "args", "alpha"))
+def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Samples have the mean and std the reference's closed form gives (z-tests).
+
+    The fixed ``inputs`` are repeated ``samples`` times along the batch; the
+    family-wise false-alarm rate is ``alpha`` (default 1e-6), Bonferroni-corrected.
+    """
+    n, alpha = int(params["samples"]), float(params.get("alpha", 1e-6))
+    base = [torch.tensor(params["inputs"][k], dtype=torch.float32) for k in _arg_names(params)]
+    args = [b.repeat(n, *[1] * (b.dim() - 1)) for b in base]
+    try:
+        out = ctx.kernel.call(target(ctx, params), *args, seed=ctx.seed)
+    except StudentException as exc:
+        return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
+                              traceback=exc.traceback)
+    if not isinstance(out, torch.Tensor) or out.shape != args[0].shape:
+        return Verdict.failed(f"expected a tensor of shape {tuple(args[0].shape)}, got "
+                              f"{_short(out)[:100]}")
+    mean, std = ctx.ref(params["moments"])(*[b.double() for b in base])
+    rows = out.reshape(n, -1, *out.shape[1:])
+    res = normal_moment_test(rows, mean, std, alpha)
+    details = {"samples": n, "alpha": alpha, "z_critical": round(res["z_critical"], 3),
+               "worst_z_mean": round(res["worst_z_mean"], 3),
+               "worst_z_var": round(res["worst_z_var"], 3)}
+    inputs = format_inputs(dict(zip(_arg_names(params), base)))
+    ce = {"inputs": inputs, "expected": f"mean {_short(mean)}, std {_short(std)}",
+          "actual": f"mean {_short(res['sample_mean'])}, std {_short(res['sample_std'])}"}
+    if res["mean_ok"] and res["var_ok"]:
+        return Verdict.passed(f"mean and std match over {n} draws (false-alarm rate {alpha:g})",
+                              **details)
+    what = "mean" if not res["mean_ok"] else "standard deviation"
+    return Verdict.failed(f"the {what} of the samples is wrong (z = "
+                          f"{max(details['worst_z_mean'], details['worst_z_var']):.1f}, limit "
+                          f"{details['z_critical']:.1f} at false-alarm rate {alpha:g})", ce,
+                          **details)
+
+
+@check("gradient", required=("inputs", "wrt"),
+       optional=(*_TARGET, "args", "eps", "rtol", "atol", "output"))
+def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Autograd gradients (computed in the kernel) equal the grader's central differences.
+
+    The kernel is re-seeded before every call, so a sampling function draws the same
+    noise each time and its pathwise derivative is well defined. Inputs are fixed
+    in the rubric; differences are taken in float64 where the code allows it.
+    """
+    names = _arg_names(params)
+    base = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
+    wrt = [names.index(w) for w in params["wrt"]]
+    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+                           dict(zip(names, [b.numpy() for b in base])))
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    eps = float(params.get("eps", 1e-6 if precision == "float64" else 1e-2))
+    args = [b.to(dtype) for b in base]
+    fn = target(ctx, params, precision=precision)
+    cot_gen = torch.Generator().manual_seed(ctx.seed)
+    try:
+        value, grads = ctx.kernel.call_with_grad(fn, *args, wrt=wrt, output=params.get("output"),
+                                                 seed=ctx.seed, cotangent=None)
+        picked = value[params["output"]] if params.get("output") is not None else value
+        cot = torch.randn(picked.shape, generator=cot_gen, dtype=torch.float64)
+        value, grads = ctx.kernel.call_with_grad(fn, *args, wrt=wrt, output=params.get("output"),
+                                                 seed=ctx.seed, cotangent=cot.to(dtype))
+    except StudentException as exc:
+        return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
+                              traceback=exc.traceback)
+
+    def f(xs: list[torch.Tensor]) -> torch.Tensor:
+        out = ctx.kernel.call(fn, *[x.to(dtype) for x in xs], seed=ctx.seed)
+        return out[params["output"]] if params.get("output") is not None else out
+
+    tol = Tolerance(float(params.get("rtol", 1e-4 if precision == "float64" else 2e-2)),
+                    float(params.get("atol", 1e-6 if precision == "float64" else 1e-2)))
+    inputs = format_inputs(dict(zip(names, base)))
+    for i, g in zip(wrt, grads):
+        numeric = central_differences(f, [a.double() for a in args], i, cot, eps)
+        if g is None or not torch.is_tensor(g):
+            if numeric.abs().max() > tol.atol:
+                return Verdict.failed(f"no gradient reaches `{names[i]}` (the output does not "
+                                      "depend on it through autograd), but it does numerically",
+                                      {"inputs": inputs, "expected": _short(numeric),
+                                       "actual": "None"}, precision=precision)
+            continue
+        why = mismatch(g, numeric, tol, path=f"d/d{names[i]}")
+        if why:
+            return Verdict.failed(f"autograd gradient differs from finite differences: {why}",
+                                  {"inputs": inputs, "expected": _short(numeric),
+                                   "actual": _short(g)}, precision=precision)
+    return Verdict.passed(f"gradients w.r.t. {', '.join(params['wrt'])} match central "
+                          f"differences ({precision})", precision=precision)

@@ -1,0 +1,157 @@
+"""Checks of latent-variable models, from black-box calls to the student's networks.
+
+The grader computes the ELBO and the importance-weighted bound itself: it asks
+the kernel only for ``encoder(x) -> (mu, logvar)`` and ``decoder(z) -> logits`` on
+inputs it chose, draws every noise sample itself, and does the maths here in
+float64. What the student's own ``elbo`` function or training printed is never
+believed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import digits
+from ..errors import ProtocolError, StudentException
+from ..protocol import Attr, Handle, Name
+from .registry import CheckContext, Verdict, check
+
+_CHUNK = 16384
+
+
+def _model(ctx: CheckContext, params: dict[str, Any]) -> Handle:
+    spec = params.get("model", {"class": "VAE", "checkpoint": None})
+    return ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
+
+
+def _data(params: dict[str, Any]) -> torch.Tensor:
+    spec = params.get("data", {})
+    x = digits(spec.get("split", "test"), spec.get("form", "binary"))
+    n = int(spec.get("n", len(x)))
+    return x[:n]
+
+
+def encode(ctx: CheckContext, model: Handle, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = ctx.kernel.call(Attr(model, "encoder"), x.float(), seed=ctx.seed)
+    if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
+        raise ProtocolError("the encoder did not return a pair of tensors (mu, logvar)")
+    mu, logvar = (t.double() for t in out)
+    if mu.shape != logvar.shape or mu.dim() != 2 or mu.shape[0] != x.shape[0]:
+        raise ProtocolError(f"encoder returned shapes {tuple(mu.shape)}, {tuple(logvar.shape)}")
+    return mu, logvar
+
+
+def decode(ctx: CheckContext, model: Handle, z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    parts = []
+    for chunk in z.float().split(_CHUNK):
+        out = ctx.kernel.call(Attr(model, "decoder"), chunk, seed=ctx.seed)
+        if not torch.is_tensor(out) or out.shape != (chunk.shape[0], *like.shape[1:]):
+            raise ProtocolError(f"the decoder returned {getattr(out, 'shape', type(out))}, "
+                                f"expected {(chunk.shape[0], *like.shape[1:])}")
+        parts.append(out.double())
+    return torch.cat(parts)
+
+
+def _log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits).double(),
+                                               reduction="none").flatten(2).sum(-1)
+
+
+def grader_bounds(ctx: CheckContext, model: Handle, x: torch.Tensor, samples: int,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image ELBO draws (S, B) and the importance-weighted bound with K = S (B,)."""
+    mu, logvar = encode(ctx, model, x)
+    std = torch.exp(0.5 * logvar)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    eps = torch.randn((samples, *mu.shape), generator=gen, dtype=torch.float64)
+    z = mu + std * eps                                           # (S, B, L)
+    logits = decode(ctx, model, z.reshape(-1, mu.shape[1]), x).reshape(samples, *x.shape)
+    log_px_z = _log_bernoulli(x.double().unsqueeze(0), logits)   # (S, B)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+    elbo = log_px_z - kl
+    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+    log_qz = -0.5 * (eps.pow(2) + math.log(2 * math.pi) + logvar).sum(-1)
+    iwae = torch.logsumexp(log_px_z + log_pz - log_qz, 0) - math.log(samples)
+    return elbo, iwae
+
+
+@check("elbo_estimator", required=("function",),
+       optional=("model", "data", "repeats", "grader_samples", "z", "atol"))
+def check_elbo_estimator(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The student's one-sample ELBO averages to the grader's ELBO of the same networks."""
+    ctx.require(params["function"])
+    model = _model(ctx, params)
+    x = _data(params)
+    reps, z_crit = int(params.get("repeats", 64)), float(params.get("z", 5.0))
+    atol = float(params.get("atol", 0.05))
+    try:
+        out = ctx.kernel.call(Name(params["function"]), x.repeat(reps, 1, 1, 1),
+                              Attr(model, "encoder"), Attr(model, "decoder"), seed=ctx.seed)
+    except StudentException as exc:
+        return Verdict.failed(f"your `{params['function']}` raised {exc.ename}: {exc.evalue}",
+                              traceback=exc.traceback)
+    if not torch.is_tensor(out) or out.shape != (reps * len(x),):
+        return Verdict.failed(f"`{params['function']}` must return one value per image, shape "
+                              f"({reps * len(x)},); got {getattr(out, 'shape', type(out))}")
+    theirs = out.double().reshape(reps, len(x))
+    ours, _ = grader_bounds(ctx, model, x, int(params.get("grader_samples", 256)))
+    diff = theirs.mean(0) - ours.mean(0)
+    se = (theirs.var(0) / reps + ours.var(0) / ours.shape[0]).sqrt()
+    gap, gap_se = float(diff.mean()), float(se.pow(2).sum().sqrt() / len(x))
+    details = {"student_mean_nats": round(float(theirs.mean()), 4),
+               "grader_mean_nats": round(float(ours.mean()), 4),
+               "difference_nats": round(gap, 4), "standard_error": round(gap_se, 4),
+               "images": len(x), "student_draws": reps}
+    if not torch.isfinite(theirs).all():
+        return Verdict.failed("your ELBO estimates contain nan or inf", **details)
+    if abs(gap) <= z_crit * gap_se + atol:
+        return Verdict.passed(f"mean ELBO {details['student_mean_nats']} nats matches the "
+                              f"grader's {details['grader_mean_nats']} nats", **details)
+    ratio = float(theirs.mean() / ours.mean()) if float(ours.mean()) else float("nan")
+    return Verdict.failed(
+        f"your ELBO averages {details['student_mean_nats']} nats per image, the grader's ELBO of "
+        f"the same encoder and decoder is {details['grader_mean_nats']} nats (difference "
+        f"{gap:.3g}, {abs(gap) / max(gap_se, 1e-12):.1f} standard errors; ratio {ratio:.3g}). "
+        "Check the KL sign and factor, that both terms are summed over dimensions, and that "
+        "std = exp(0.5 * logvar).", **details)
+
+
+@check("likelihood_bounds", optional=("model", "data", "samples", "z"))
+def check_likelihood_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The grader's ELBO <= its importance-weighted bound (K samples) <= 0, on test data."""
+    model = _model(ctx, params)
+    x = _data(params)
+    samples, z_crit = int(params.get("samples", 256)), float(params.get("z", 5.0))
+    elbo, iwae = grader_bounds(ctx, model, x, samples)
+    elbo_mean, iwae_mean = float(elbo.mean()), float(iwae.mean())
+    se = float(elbo.mean(0).std() / math.sqrt(len(x)))
+    details = {"elbo_nats": round(elbo_mean, 4), "iwae_nats": round(iwae_mean, 4),
+               "K": samples, "images": len(x)}
+    if not (math.isfinite(elbo_mean) and math.isfinite(iwae_mean)):
+        return Verdict.failed("the model's bounds are not finite: the encoder or decoder "
+                              "outputs nan or inf", **details)
+    if elbo_mean > iwae_mean + z_crit * se or iwae_mean > 0:
+        return Verdict.failed(f"bounds out of order: ELBO {elbo_mean:.3f}, IWAE-{samples} "
+                              f"{iwae_mean:.3f} nats (need ELBO <= IWAE <= 0)", **details)
+    return Verdict.passed(f"ELBO {elbo_mean:.2f} <= IWAE-{samples} {iwae_mean:.2f} <= 0 nats",
+                          **details)
+
+
+@check("test_elbo", required=("zero_at", "full_at"), optional=("model", "data", "samples"))
+def check_test_elbo(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The grader's ELBO on the test split, credited linearly between calibrated anchors."""
+    model = _model(ctx, params)
+    x = _data(params)
+    elbo, _ = grader_bounds(ctx, model, x, int(params.get("samples", 16)))
+    value = float(elbo.mean())
+    lo, hi = float(params["zero_at"]), float(params["full_at"])
+    fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    details = {"test_elbo_nats": round(value, 4), "zero_at": lo, "full_at": hi,
+               "images": len(x)}
+    message = (f"test ELBO {value:.2f} nats per image (full credit at >= {hi:g}, none at "
+               f"<= {lo:g})")
+    return Verdict(fraction, message, details=details)

@@ -1,0 +1,121 @@
+"""The check registry: one decorator, one dict, parameters validated at rubric load.
+
+A check is a function ``fn(ctx, params) -> Verdict`` registered under a kind name.
+It talks to the student only through ``ctx.kernel`` (a KernelProxy) and computes
+its verdict here, in the grader's process.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import MissingName, StudentException
+from ..protocol import Handle, KernelProxy, Name
+
+__all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec"]
+
+
+@dataclass
+class Verdict:
+    """What a check found. ``fraction`` in [0, 1] of the item's points is earned."""
+
+    fraction: float
+    message: str
+    counterexample: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    figures: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def passed(cls, message: str, **details: Any) -> Verdict:
+        return cls(1.0, message, details=details)
+
+    @classmethod
+    def failed(cls, message: str, counterexample: dict[str, Any] | None = None,
+               **details: Any) -> Verdict:
+        return cls(0.0, message, counterexample=counterexample, details=details)
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold on one input; hypothesis shrinks it."""
+
+    def __init__(self, message: str, counterexample: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.counterexample = message, counterexample
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: its function and the parameters it accepts."""
+
+    kind: str
+    fn: Callable[[CheckContext, dict[str, Any]], Verdict]
+    required: frozenset[str]
+    optional: frozenset[str]
+    doc: str
+
+
+REGISTRY: dict[str, CheckSpec] = {}
+
+
+def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+          ) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
+    """Register ``fn`` as the check ``kind`` taking these rubric ``params``."""
+
+    def register(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        if kind in REGISTRY:
+            raise ValueError(f"check kind {kind!r} registered twice")
+        REGISTRY[kind] = CheckSpec(kind, fn, frozenset(required), frozenset(optional),
+                                   (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return register
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may use: the kernel, the trusted reference, the seed."""
+
+    kernel: KernelProxy
+    reference: types.ModuleType
+    seed: int
+    max_examples: int = 30
+    device: str = "cpu"
+    _models: dict[tuple[str, str], Handle] = field(default_factory=dict)
+    _names: dict[str, bool] = field(default_factory=dict)
+
+    def require(self, *names: str) -> None:
+        """Raise MissingName unless the notebook defines each of ``names``."""
+        for name in names:
+            if name not in self._names:
+                try:
+                    self.kernel.get(Name(name), keep=True)
+                except StudentException as exc:
+                    if exc.ename == "NameError":
+                        raise MissingName(f"the notebook defines no `{name}`: run every cell "
+                                          "that defines it, and keep its name as given") from None
+                    raise
+                self._names[name] = True
+
+    def model(self, cls: str, checkpoint: str | None, args: tuple[Any, ...] = ()) -> Handle:
+        """The student's ``cls(*args)``, loaded from ``checkpoint`` (cached), in eval mode."""
+        key = (cls, checkpoint or "")
+        if key not in self._models:
+            self.require(cls)
+            if checkpoint:
+                self._models[key] = self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
+            else:
+                torch.manual_seed(self.seed)
+                handle = self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
+                self._models[key] = handle
+        return self._models[key]
+
+    def ref(self, name: str) -> Any:
+        """A name from the trusted reference module."""
+        try:
+            return getattr(self.reference, name)
+        except AttributeError:
+            raise KeyError(f"the reference defines no `{name}`") from None

@@ -1,0 +1,117 @@
+"""Hypothesis strategies for the inputs a rubric describes, and the grading profile.
+
+A rubric names inputs declaratively::
+
+    inputs:
+      mu:     {shape: [B, L], min: -5, max: 5}
+      logits: {shape: [B, 1, 8, 8], min: -100, max: 100, extremes: true}
+      x:      {kind: binary, shape: [B, 1, 8, 8]}
+    dims: {B: [1, 16], L: [1, 8]}
+
+Dimensions are drawn first (shrinking towards the smallest), then each array.
+Values are float32-representable so a float32 fallback sees the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+__all__ = ["grading_settings", "input_sets", "run_property", "format_inputs", "shapes_of"]
+
+KINDS = ("floats", "binary", "digits")
+
+
+def grading_settings(max_examples: int) -> settings:
+    """Reproducible and quiet: the same submission always meets the same inputs."""
+    return settings(max_examples=max_examples, derandomize=True, deadline=None, database=None,
+                    report_multiple_bugs=False, verbosity=Verbosity.quiet,
+                    suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate, Phase.shrink])
+
+
+def shapes_of(spec: dict[str, Any], dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(d if isinstance(d, int) else dims[d] for d in s["shape"])
+            for name, s in spec.items()}
+
+
+def _array(spec: dict[str, Any], shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
+    kind = spec.get("kind", "floats")
+    if kind == "binary":
+        return hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 1.0]))
+    if kind == "digits":
+        from ..data import digits
+
+        pool = digits(spec.get("split", "test"), spec.get("form", "binary")).double().numpy()
+        return st.lists(st.integers(0, len(pool) - 1), min_size=shape[0], max_size=shape[0]).map(
+            lambda idx: pool[idx].reshape(shape))
+    lo, hi = float(spec.get("min", -10.0)), float(spec.get("max", 10.0))
+    elements = st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=32)
+    if spec.get("extremes"):
+        elements = st.one_of(st.sampled_from([lo, hi, 0.0]), elements)
+    return hnp.arrays(np.float64, shape, elements=elements)
+
+
+def input_sets(inputs: dict[str, Any], dims: dict[str, Any]
+               ) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    """Dicts of named float64 arrays, as ``inputs`` and ``dims`` describe.
+
+    The drawn sizes ride along under the key ``_dims``.
+    """
+
+    @st.composite
+    def draw(draw_fn: Callable[..., Any]) -> dict[str, np.ndarray]:
+        sizes = {name: draw_fn(st.integers(int(lo), int(hi))) for name, (lo, hi) in dims.items()}
+        shapes = shapes_of(inputs, sizes)
+        arrays = {name: draw_fn(_array(spec, shapes[name])) for name, spec in inputs.items()}
+        return {**arrays, "_dims": sizes}
+
+    return draw()
+
+
+def format_inputs(arrays: dict[str, Any]) -> dict[str, str]:
+    """Short, readable text of each input, for the student's report."""
+    out = {}
+    for name, value in arrays.items():
+        if name.startswith("_"):
+            continue
+        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        text = np.array2string(arr, precision=6, threshold=40, edgeitems=3, max_line_width=100)
+        out[name] = f"shape {tuple(arr.shape)}: {text}" if arr.ndim else text
+    return out
+
+
+def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
+                 max_examples: int) -> tuple[int, BaseException | None]:
+    """Run ``test`` on examples; returns (examples tried, the final shrunk failure or None).
+
+    A ``SubmissionError`` that is not about the input (the kernel died, a call timed
+    out) stops the search at once: later calls re-raise it without touching the kernel.
+    """
+    from ..errors import ExecutionTimeout, KernelDied, ProtocolError
+
+    fatal: list[BaseException] = []
+    count = [0]
+
+    def wrapped(example: Any) -> None:
+        if fatal:
+            raise fatal[0]
+        count[0] += 1
+        try:
+            test(example)
+        except (KernelDied, ExecutionTimeout, ProtocolError) as exc:
+            fatal.append(exc)
+            raise
+
+    runner = grading_settings(max_examples)(given(strategy)(wrapped))
+    try:
+        runner()
+    except BaseException as exc:  # noqa: BLE001 - the shrunk failure, whatever it is
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return count[0], (fatal[0] if fatal else exc)
+    return count[0], None

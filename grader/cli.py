@@ -1,0 +1,158 @@
+"""The command line: the only module that prints, parses argv and sets exit codes.
+
+    grader check SUBMISSION              a student's self-check: public items only
+    grader grade SUBMISSION --out DIR    a TA's grading: every item, report.json + report.html
+    grader demo                          grade the bundled examples on the embedded data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import CourseError, GraderError, RubricError, SandboxUnavailable
+
+__all__ = ["main"]
+
+_STYLE = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "yellow"}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"grader {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--assignment", help="the lab (default: recognised from the notebook)")
+        p.add_argument("--course", help="course folder with rubrics/ and reference/ "
+                                        "(default: $GRADER_COURSE or the current folder)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        p.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run the notebook without bubblewrap (trusted code only)")
+
+    check = sub.add_parser("check", help="self-check a submission on the public items")
+    check.add_argument("submission", help="a .ipynb, or a folder holding one notebook and "
+                                          "its checkpoints")
+    common(check)
+    check.add_argument("--out", help="also write report.json and report.html here")
+
+    grade = sub.add_parser("grade", help="grade a submission on every item, write the reports")
+    grade.add_argument("submission")
+    grade.add_argument("--out", required=True, help="folder for report.json and report.html")
+    common(grade)
+
+    demo = sub.add_parser("demo", help="grade the bundled example submissions")
+    demo.add_argument("--out", default="grader-demo", help="where the reports go "
+                                                            "(default: ./grader-demo)")
+    demo.add_argument("--course", help=argparse.SUPPRESS)
+    demo.add_argument("--assignment", default="vae")
+    demo.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _table(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{report['title']} ({report['assignment']}): "
+                        f"{report['score']:g} / {report['max_score']:g}")
+    for col in ("item", "outcome", "points", "message"):
+        table.add_column(col, overflow="fold")
+    for item in report["items"]:
+        style = _STYLE.get(item["outcome"], "")
+        table.add_row(item["id"], f"[{style}]{item['outcome']}[/]",
+                      f"{item['score']:g}/{item['max_score']:g}", item["message"][:300])
+    console.print(table)
+    for item in report["items"]:
+        ce = item.get("counterexample")
+        if item["outcome"] != "passed" and ce:
+            console.print(f"[bold]{item['id']}[/] smallest failing input:", markup=True)
+            for name, text in (ce.get("inputs") or {}).items():
+                console.print(f"  {name} = {text}", markup=False, highlight=False)
+            for key in ("expected", "actual"):
+                if ce.get(key):
+                    console.print(f"  {key}: {ce[key]}", markup=False, highlight=False)
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _grade(args: argparse.Namespace, submission: str, public_only: bool,
+           console: Console) -> dict[str, Any]:
+    from .pipeline import grade
+
+    with console.status("grading…") as status:
+        return grade(submission, assignment=args.assignment, course=args.course,
+                     public_only=public_only, sandbox=not args.unsafe_no_sandbox,
+                     device=getattr(args, "device", "cpu"),
+                     progress=lambda msg: status.update(msg))
+
+
+def _write(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    from .report import write_reports
+
+    return write_reports(report, Path(out))
+
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    from .pipeline import find_course
+
+    course = find_course(args.course)
+    examples = course / "assignments" / args.assignment / "examples"
+    if not examples.is_dir():
+        raise CourseError(f"{examples}: no bundled examples")
+    out = Path(args.out)
+    rows = []
+    for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+        t0 = time.perf_counter()
+        report = _grade(argparse.Namespace(**{**vars(args), "course": str(course)}),
+                        str(folder), False, console)
+        json_path, html_path = _write(report, out / folder.name)
+        rows.append((folder.name, report, time.perf_counter() - t0, html_path))
+        console.print(f"graded {folder.name}: {report['score']:g} / {report['max_score']:g}")
+    table = Table(title=f"grader demo: {args.assignment} examples")
+    for col in ("example", "score", "failed items", "time", "report"):
+        table.add_column(col, overflow="fold")
+    for name, report, seconds, html_path in rows:
+        failed = [i["id"] for i in report["items"] if i["outcome"] != "passed"]
+        table.add_row(name, f"{report['score']:g}/{report['max_score']:g}",
+                      ", ".join(failed) or "-", f"{seconds:.1f} s", str(html_path))
+    console.print(table)
+    console.print(f"Reports are in {out.resolve()} (one folder per example: report.json, "
+                  "report.html).")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        if args.command == "demo":
+            return _demo(args, console)
+        report = _grade(args, args.submission, args.command == "check", console)
+        _table(report, console)
+        if args.out:
+            json_path, html_path = _write(report, args.out)
+            console.print(f"wrote {json_path} and {html_path}")
+        if args.command == "check":
+            ok = all(i["outcome"] == "passed" for i in report["items"])
+            return EXIT_OK if ok else EXIT_FAILED
+        return EXIT_OK
+    except SandboxUnavailable as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        return EXIT_REFUSED
+    except (CourseError, RubricError) as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        return EXIT_USAGE
+    except GraderError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

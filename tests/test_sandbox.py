@@ -1,0 +1,196 @@
+"""The sandbox holds: a hostile notebook gets a clear verdict, the grader carries on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.execute import ExecutionRecord, run_notebook
+from grader.protocol import KernelProxy, Name
+from grader.sandbox import KernelSession, Limits, check_sandbox
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+LIMITS = Limits(cell_timeout_s=8, total_timeout_s=90, memory_mb=6144)
+
+
+def run_cells(*sources: str, files: dict[str, Path] | None = None, limits: Limits = LIMITS
+              ) -> tuple[ExecutionRecord, nbformat.NotebookNode, KernelSession]:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+
+    def start() -> KernelSession:
+        session = KernelSession(files or {}, limits)
+        session.start()
+        return session
+
+    record = ExecutionRecord()
+    session = run_notebook(nb, start, record)
+    return record, nb, session
+
+
+def stdout(nb: nbformat.NotebookNode, index: int) -> str:
+    return "".join(o.get("text", "") for o in nb.cells[index].outputs)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sandbox_works() -> None:
+    ok, why = check_sandbox()
+    assert ok, f"bubblewrap must work on CI machines: {why}"
+
+
+def test_sandbox_cannot_read_outside_its_work_dir(tmp_path: Path) -> None:
+    secret = tmp_path / "solution.py"
+    secret.write_text("ANSWER = 42")
+    given = tmp_path / "given.txt"
+    given.write_text("visible")
+    probes = [str(secret), str(REPO / "reference"), str(REPO / "rubrics" / "vae.yaml"),
+              "/etc/shadow", str(REPO / "pyproject.toml"), str(REPO / ".git")]
+    code = ("import os\nfor p in %r:\n    try:\n        open(p).read() if os.path.isfile(p) "
+            "else os.listdir(p)\n        print('READ', p)\n    except OSError as e:\n"
+            "        print('DENIED', p, type(e).__name__)\nprint(sorted(os.listdir('.')), "
+            "open('given.txt').read())" % probes)
+    record, nb, session = run_cells(code, files={"given.txt": given})
+    session.close()
+    out = stdout(nb, 0)
+    assert record.cells[0].status == "ok", record.cells[0]
+    assert "READ" not in out, out
+    assert "['given.txt'] visible" in out
+
+
+def test_sandbox_has_no_network_not_even_loopback() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    server.settimeout(5)
+    accepted: list[bool] = []
+
+    def accept() -> None:
+        try:
+            server.accept()
+            accepted.append(True)
+        except OSError:
+            pass
+
+    listener = threading.Thread(target=accept, daemon=True)
+    listener.start()
+    code = ("import socket\nfor addr in [('127.0.0.1', %d), ('1.1.1.1', 80)]:\n    try:\n"
+            "        socket.create_connection(addr, timeout=3); print('CONNECTED', addr)\n"
+            "    except OSError as e:\n        print('BLOCKED', addr, e)" % port)
+    record, nb, session = run_cells(code)
+    session.close()
+    server.close()
+    listener.join(15)
+    assert "CONNECTED" not in stdout(nb, 0) and stdout(nb, 0).count("BLOCKED") == 2
+    assert not accepted
+
+
+def _processes_with(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(
+                    errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sandbox_leaves_no_process_behind() -> None:
+    marker = "987654.25"
+    code = ("import subprocess\nsubprocess.Popen(['sleep', '%s'], start_new_session=True)\n"
+            "subprocess.Popen(['sh', '-c', 'nohup sleep %s &'])\nprint('spawned')" % (marker,
+                                                                                      marker))
+    record, nb, session = run_cells(code)
+    assert "spawned" in stdout(nb, 0)
+    time.sleep(0.5)
+    assert _processes_with(marker), "the daemons should run while the kernel lives"
+    session.close()
+    deadline = time.time() + 10
+    while _processes_with(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_with(marker)
+
+
+def test_memory_exhaustion_is_a_clear_error_and_the_kernel_lives() -> None:
+    record, nb, session = run_cells("x = bytearray(30 * 1024**3)", "print('alive')")
+    session.close()
+    assert record.cells[0].status == "error"
+    assert record.cells[0].error["ename"] == "MemoryError"
+    assert record.cells[1].status == "ok" and "alive" in stdout(nb, 1)
+
+
+def test_infinite_loop_times_out_and_the_run_goes_on() -> None:
+    limits = Limits(cell_timeout_s=3, total_timeout_s=60)
+    started = time.monotonic()
+    record, nb, session = run_cells(
+        "a = 1", "while True:\n    try:\n        pass\n    except KeyboardInterrupt:\n        pass",
+        "b = a + 1", limits=limits)
+    try:
+        assert record.cells[1].status == "timeout"
+        assert record.cells[2].status == "ok" and record.restarts == 1
+        assert KernelProxy(session).get(Name("b")) == 2
+    finally:
+        session.close()
+    assert time.monotonic() - started < 40
+
+
+def test_whole_run_deadline_stops_a_slow_notebook() -> None:
+    limits = Limits(cell_timeout_s=3, total_timeout_s=5)
+    record, _, session = run_cells(*["import time; time.sleep(2)"] * 5, limits=limits)
+    session.close()
+    assert record.timed_out
+    assert record.cells[-1].status == "not_run"
+
+
+def test_kernel_cannot_kill_the_grader_or_see_its_secrets() -> None:
+    os.environ["GRADER_TEST_SECRET"] = "hunter2"
+    code = ("import os, signal\nprint('SECRET' if 'GRADER_TEST_SECRET' in os.environ else 'clean')"
+            "\nfor pid in (os.getppid(), 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+            "    except OSError as e:\n        print('kill', pid, type(e).__name__)")
+    record, nb, session = run_cells(code, "print('after')")
+    session.close()
+    del os.environ["GRADER_TEST_SECRET"]
+    assert "clean" in stdout(nb, 0)
+    assert record.cells[0].status in ("ok", "error")   # the grader is alive to record it
+
+
+def test_system_is_read_only_and_file_size_is_capped() -> None:
+    limits = Limits(file_size_mb=8, cell_timeout_s=20, total_timeout_s=60)
+    code = ("import sys\nfor path in [sys.prefix + '/x', '/usr/x', '/etc/x']:\n    try:\n"
+            "        open(path, 'w'); print('WROTE', path)\n    except OSError as e:\n"
+            "        print('RO', path, e.errno)\n"
+            "try:\n    open('big.bin', 'wb').write(b'0' * (32 * 1024 * 1024)); print('BIG')\n"
+            "except OSError as e:\n    print('EFBIG', e.errno)")
+    record, nb, session = run_cells(code, limits=limits)
+    session.close()
+    out = stdout(nb, 0)
+    assert "WROTE" not in out and out.count("RO ") == 3 and "EFBIG 27" in out, out
+
+
+def test_process_count_is_limited() -> None:
+    limits = Limits(processes=64, cell_timeout_s=30, total_timeout_s=60)
+    code = ("import subprocess\nprocs = []\ntry:\n    for _ in range(200):\n"
+            "        procs.append(subprocess.Popen(['sleep', '30']))\nexcept OSError as e:\n"
+            "    print('LIMITED at', len(procs))\nfor p in procs: p.kill()")
+    record, nb, session = run_cells(code, limits=limits)
+    session.close()
+    assert "LIMITED at" in stdout(nb, 0)
+    assert int(stdout(nb, 0).split("LIMITED at")[1].split()[0]) < 64
+
+
+def test_output_flood_is_capped() -> None:
+    limits = Limits(output_kb=64)
+    record, nb, session = run_cells("for i in range(2000):\n    print('x' * 1000)",
+                                    "print('done')", limits=limits)
+    session.close()
+    assert record.output_truncated
+    assert sum(len(o.get("text", "")) for c in nb.cells for o in c.outputs) < 80 * 1024
