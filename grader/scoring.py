@@ -19,7 +19,7 @@ def item_score(points: float, fraction: float, rule: str) -> float:
     if rule == "all_or_nothing":
         return float(points) if fraction >= 1.0 else 0.0
     if rule == "proportional":
-        return round(points * fraction, 4)
+        return min(float(points), round(points * fraction, 4))
     raise ValueError(f"unknown partial-credit rule {rule!r}")
 
 

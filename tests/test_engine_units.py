@@ -1,0 +1,207 @@
+"""Units of the engine that need no kernel: rubric, scoring, protocol decoding, maths."""
+
+from __future__ import annotations
+
+import base64
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grader.checks.compare import Tolerance, central_differences, mismatch, normal_moment_test
+from grader.checks.strategies import input_sets, run_property
+from grader.errors import ProtocolError, RubricError
+from grader.protocol import Handle, decode, encode
+from grader.rubric import load_rubric
+from grader.scoring import item_score
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- rubric -----------------------------------------------------------------------------
+
+def test_rubric_vae_loads_and_validates() -> None:
+    rubric = load_rubric(REPO / "rubrics" / "vae.yaml")
+    assert rubric.assignment == "vae" and rubric.checkpoints == ("vae.pt",)
+    assert len({i.id for i in rubric.items}) == len(rubric.items)
+    assert rubric.visible(public_only=True) and len(rubric.visible(True)) < len(rubric.items)
+    assert rubric.max_score == sum(i.points for i in rubric.items) > 0
+
+
+MINIMAL = """assignment: demo
+items:
+  - id: a
+    points: 1
+    visibility: public
+    check: known_values
+    params:
+      function: f
+      cases: []
+"""
+
+
+@pytest.mark.parametrize("edit, line, key, words", [
+    (("check: known_values", "check: known_valuez"), 6, "check", "unknown check kind"),
+    (("      cases: []", "      cases: []\n      tolerance: 3"), 10, "params.tolerance",
+     "is not a parameter"),
+    (("      cases: []\n", ""), 8, "params.cases", "is required"),
+    (("    points: 1\n", ""), None, "points", "missing required key"),
+    (("visibility: public", "visibility: secret"), 5, "visibility", "public or hidden"),
+    (("    points: 1", "    points: one"), 4, "points", "must be int or float"),
+    (("assignment: demo", "assignment: demo\nlimitz: {}"), 2, "limitz", "unknown key"),
+])
+def test_rubric_errors_name_file_line_and_key(tmp_path: Path, edit: tuple[str, str],
+                                              line: int | None, key: str, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MINIMAL.replace(*edit))
+    with pytest.raises(RubricError) as info:
+        load_rubric(path)
+    err = info.value
+    assert err.key == key and words in str(err) and str(path) in str(err)
+    if line is not None:
+        assert err.line == line, str(err)
+
+
+def test_rubric_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("assignment: x\nitems:\n  - id: [unclosed\n")
+    with pytest.raises(RubricError, match="not valid YAML") as info:
+        load_rubric(path)
+    assert info.value.line is not None
+
+
+def test_rubric_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    item = MINIMAL.split("items:\n")[1]
+    path.write_text(MINIMAL + item)
+    with pytest.raises(RubricError, match="duplicate item id"):
+        load_rubric(path)
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+@given(st.floats(0, 100), st.floats(allow_nan=True), st.sampled_from(["all_or_nothing",
+                                                                      "proportional"]))
+def test_item_score_stays_within_zero_and_points(points: float, fraction: float, rule: str
+                                                 ) -> None:
+    score = item_score(points, fraction, rule)
+    assert 0.0 <= score <= points + 1e-9
+
+
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_proportional_score_is_monotone(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert item_score(5, lo, "proportional") <= item_score(5, hi, "proportional")
+
+
+def test_all_or_nothing_needs_full_fraction() -> None:
+    assert item_score(3, 0.999, "all_or_nothing") == 0.0
+    assert item_score(3, 1.0, "all_or_nothing") == 3.0
+
+
+# --- protocol decoding: untrusted data -------------------------------------------------------
+
+def _tensor_wire(dtype: str, shape: list[int], data: bytes) -> dict[str, object]:
+    return {"$tensor": {"dtype": dtype, "shape": shape, "data": base64.b64encode(data).decode()}}
+
+
+def test_decode_round_trips_tensors_and_structures() -> None:
+    value = (torch.arange(6, dtype=torch.float64).reshape(2, 3), {"a": 1.5, "b": [True, None]},
+             torch.tensor([1, 2], dtype=torch.int64), float("nan"))
+    back = decode(encode(value))
+    assert torch.equal(back[0], value[0]) and back[1] == {"a": 1.5, "b": [True, None]}
+    assert torch.equal(back[2], value[2]) and math.isnan(back[3])
+
+
+@pytest.mark.parametrize("wire, words", [
+    (_tensor_wire("object", [1], b"\0" * 8), "unsupported dtype"),
+    (_tensor_wire("float32", [3], b"\0" * 8), "carries 8 bytes"),
+    (_tensor_wire("float32", [-1], b""), "invalid shape"),
+    ({"$tensor": {"dtype": "float32", "shape": [1], "data": "!!!"}}, None),
+    ({"__reduce__": "os.system"}, "unknown value"),
+    ({"$pickle": base64.b64encode(pickle.dumps(1)).decode()}, "unknown value"),
+])
+def test_decode_rejects_malformed_or_hostile_replies(wire: object, words: str | None) -> None:
+    with pytest.raises((ProtocolError, ValueError), match=words):
+        decode(wire)
+
+
+def test_decode_bounds_nesting_depth() -> None:
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode(deep)
+
+
+def test_decode_turns_handles_into_inert_ids() -> None:
+    assert decode({"$handle": "h3", "type": "VAE"}) == Handle("h3", "VAE")
+
+
+# --- numerics -------------------------------------------------------------------------------
+
+def test_mismatch_reports_worst_element_and_nonfinite() -> None:
+    tol = Tolerance(1e-6, 1e-6)
+    assert mismatch(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]), tol) is None
+    assert "off by" in mismatch(torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]), tol)
+    assert "overflow" in mismatch(torch.tensor([-math.inf]), torch.tensor([-6400.0]), tol)
+    assert "shape" in mismatch(torch.zeros(2), torch.zeros(3), tol)
+    assert "tuple" in mismatch(torch.zeros(2), (torch.zeros(2), torch.zeros(2)), tol)
+
+
+def test_central_differences_match_known_gradient() -> None:
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    cot = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    grad = central_differences(lambda xs: xs[0] ** 3, [x], 0, cot, 1e-6)
+    assert torch.allclose(grad, 3 * x ** 2 * cot, atol=1e-7)
+
+
+def test_normal_moment_test_accepts_right_and_rejects_wrong_std() -> None:
+    gen = torch.Generator().manual_seed(1)
+    mean, std = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 2.0])
+    draws = mean + std * torch.randn((20000, 2), generator=gen)
+    ok = normal_moment_test(draws, mean, std, alpha=1e-6)
+    assert ok["mean_ok"] and ok["var_ok"]
+    bad = normal_moment_test(mean + std ** 2 * torch.randn((20000, 2), generator=gen), mean, std,
+                             alpha=1e-6)
+    assert not bad["var_ok"]
+
+
+def test_normal_moment_false_alarm_rate_is_at_most_stated() -> None:
+    gen = torch.Generator().manual_seed(2)
+    alarms = sum(not (r["mean_ok"] and r["var_ok"]) for r in (
+        normal_moment_test(torch.randn((2000, 4), generator=gen), torch.zeros(4), torch.ones(4),
+                           alpha=0.05) for _ in range(200)))
+    assert alarms <= 25  # expected <= 10 of 200 at alpha = 0.05
+
+
+def test_properties_are_reproducible_and_shrink() -> None:
+    strategy = input_sets({"x": {"shape": ["B"], "min": -10, "max": 10}}, {"B": [1, 8]})
+    seen: list[list[list[float]]] = [[], []]
+
+    def make(k: int):  # type: ignore[no-untyped-def]
+        def prop(example: dict[str, np.ndarray]) -> None:
+            seen[k].append(example["x"].tolist())
+            assert not (example["x"] > 5).any()
+        return prop
+
+    tried_a, fail_a = run_property(strategy, make(0), 30)
+    tried_b, fail_b = run_property(strategy, make(1), 30)
+    assert seen[0] == seen[1] and fail_a is not None and fail_b is not None
+    assert seen[0][-1] in ([5.000000476837158], [6.0], [5.5]) or len(seen[0][-1]) == 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_input_sets_respect_shapes_and_bounds(data: st.DataObject) -> None:
+    example = data.draw(input_sets({"m": {"shape": ["B", 3], "min": -2, "max": 2},
+                                    "x": {"kind": "binary", "shape": ["B", 1, 8, 8]}},
+                                   {"B": [1, 5]}))
+    b = example["_dims"]["B"]
+    assert example["m"].shape == (b, 3) and np.abs(example["m"]).max() <= 2
+    assert example["x"].shape == (b, 1, 8, 8) and set(np.unique(example["x"])) <= {0.0, 1.0}
