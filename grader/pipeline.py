@@ -155,8 +155,11 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
 
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
-          device: str = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+          device: str = "cpu", only: set[str] | None = None,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
+
+    ``only`` restricts grading to these item ids (an unknown id is a CourseError).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
@@ -169,6 +172,12 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     name = assignment or detect_assignment(sub, course_dir)
     rubric = load_rubric(course_dir / "rubrics" / f"{name}.yaml")
     reference = load_reference(course_dir, rubric)
+    items = rubric.visible(public_only)
+    if only is not None:
+        unknown = only - {i.id for i in rubric.items}
+        if unknown:
+            raise CourseError(f"{rubric.path}: no item {', '.join(sorted(unknown))}")
+        items = tuple(i for i in items if i.id in only)
     warnings: list[str] = []
     if sandbox:
         ok, why = check_sandbox()
@@ -198,7 +207,6 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     t_kernel = time.perf_counter()
     session = run_notebook(nb, start, record)
     kernel_start_s = session.start_s
-    items = rubric.visible(public_only)
     results: list[dict[str, Any]] = []
     t_checks = time.perf_counter()
     revivals = 0

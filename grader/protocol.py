@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ MIME = "application/vnd.grader.reply+json"
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
            "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
 _MAX_DEPTH = 16
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_ITEMS = 100_000
 
 
@@ -247,8 +249,8 @@ class KernelProxy:
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
         if error is not None and expect_reply and reply is None:
-            raise StudentException(str(error.get("ename")), str(error.get("evalue")),
-                                   "\n".join(error.get("traceback", []))[-8000:])
+            raise StudentException(str(error.get("ename"))[:200], str(error.get("evalue"))[:2000],
+                                   _ANSI.sub("", "\n".join(error.get("traceback", [])))[-8000:])
         if expect_reply and reply is None:
             raise ProtocolError("the kernel finished the call without replying")
         return reply
