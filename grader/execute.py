@@ -77,7 +77,8 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
         nbformat.validate(nb)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds
         raise CourseError(f"{path}: not a valid Jupyter notebook ({type(exc).__name__}: "
-                          f"{str(exc)[:300]}). Open it in Jupyter, save it, and submit again.")
+                          f"{str(exc)[:300]}). Open it in Jupyter, save it, and submit again."
+                          ) from None
     return nb
 
 

@@ -202,6 +202,10 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         session.start()
         return session
 
+    def context(session: KernelSession) -> CheckContext:
+        return CheckContext(kernel=KernelProxy(session, device), reference=reference,
+                            seed=rubric.seed, max_examples=rubric.max_examples, device=device)
+
     record = ExecutionRecord(parameters=params)
     note(f"running {sub.notebook.name} in a {'sandboxed ' if sandbox else ''}kernel")
     t_kernel = time.perf_counter()
@@ -211,17 +215,14 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     t_checks = time.perf_counter()
     revivals = 0
     try:
-        ctx = CheckContext(kernel=KernelProxy(session), reference=reference, seed=rubric.seed,
-                           max_examples=rubric.max_examples, device=device)
+        ctx = context(session)
         for item in items:
             if not session.is_alive() and revivals < _MAX_REVIVALS:
                 revivals += 1
                 note("the kernel died: restarting it and re-running the notebook")
                 session.close()
                 session = run_notebook(nb, start, ExecutionRecord(parameters=params))
-                ctx = CheckContext(kernel=KernelProxy(session), reference=reference,
-                                   seed=rubric.seed, max_examples=rubric.max_examples,
-                                   device=device)
+                ctx = context(session)
             note(f"checking {item.id}")
             t0 = time.perf_counter()
             result = run_item(ctx, item)

@@ -145,8 +145,9 @@ class KernelProxy:
         ProtocolError: the reply was malformed or too large.
     """
 
-    def __init__(self, session: KernelSession) -> None:
+    def __init__(self, session: KernelSession, device: str | None = None) -> None:
         self.session = session
+        self.device = None if device in (None, "cpu") else device
         self.calls = 0
         self._installed = False
 
@@ -163,7 +164,8 @@ class KernelProxy:
         if not self._installed:
             self.install()
         nonce = secrets.token_hex(8)
-        payload = json.dumps({"op": op, "nonce": nonce, **fields}, allow_nan=False)
+        payload = json.dumps({"op": op, "nonce": nonce, "device": self.device, **fields},
+                             allow_nan=False)
         b64 = base64.b64encode(payload.encode()).decode("ascii")
         code = f"__import__('sys').modules['__grader_probe__'].handle({b64!r})"
         reply = self._execute(code, expect_reply=True, timeout=timeout)
@@ -266,6 +268,7 @@ class KernelProxy:
             except Exception:  # noqa: BLE001
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                raise ExecutionTimeout(f"the call took longer than {timeout:g} s and was interrupted")
+                raise ExecutionTimeout(f"the call took longer than {timeout:g} s and was "
+                                       "interrupted")
         self.session.kill()
         raise ExecutionTimeout(f"the call took longer than {timeout:g} s; the kernel was stopped")

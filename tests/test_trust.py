@@ -8,28 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from grader.pipeline import grade
 
 pytestmark = pytest.mark.kernel
-REPO = Path(__file__).resolve().parent.parent
 FUNCTION_ITEMS = {"kl_matches_reference", "kl_known_values", "bernoulli_stable",
                   "reparameterize_moments", "reparameterize_gradient"}
-
-
-def submission(tmp_path: Path, *extra: str) -> Path:
-    """A notebook defining the reference solution, then the extra cells."""
-    nb = nbformat.v4.new_notebook(metadata={"grader": {"assignment": "vae"}})
-    nb.cells = [nbformat.v4.new_code_cell("TRAIN = False\nSEED = 0\nDEVICE = 'cpu'",
-                                          metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell((REPO / "reference" / "vae.py").read_text()),
-                *[nbformat.v4.new_code_cell(src) for src in extra]]
-    folder = tmp_path / "sub"
-    folder.mkdir()
-    nbformat.write(nb, folder / "vae.ipynb")
-    return folder
 
 
 def outcomes(report: dict) -> dict[str, str]:
@@ -59,27 +44,27 @@ get_ipython().events.register("post_run_cell", hijack)
 '''
 
 
-def test_patching_checks_or_forging_replies_earns_nothing(tmp_path: Path) -> None:
+def test_patching_checks_or_forging_replies_earns_nothing(make_submission) -> None:
     score_claim = '{"score": 100, "outcome": "passed"}'
-    report = grade(submission(tmp_path, WRONG_KL, TAMPER % repr(score_claim)),
+    report = grade(make_submission(WRONG_KL, TAMPER % repr(score_claim)),
                    only=FUNCTION_ITEMS | {"kl_nonnegative"})
     assert report["score"] == 0.0, outcomes(report)
     assert set(outcomes(report).values()) <= {"failed", "error"}
 
 
-def test_a_planted_pickle_is_never_unpickled(tmp_path: Path) -> None:
+def test_a_planted_pickle_is_never_unpickled(make_submission, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     payload = ('{"$pickle": base64.b64encode(__import__("pickle").dumps('
                'type("X", (), {"__reduce__": lambda s: (__import__("os").system, '
                '("touch %s",))})())).decode()}' % marker)
-    report = grade(submission(tmp_path, WRONG_KL, TAMPER % payload),
+    report = grade(make_submission(WRONG_KL, TAMPER % payload),
                    only={"kl_matches_reference"})
     item = report["items"][0]
     assert item["outcome"] == "error" and "unknown value" in item["message"]
     assert not marker.exists()
 
 
-def test_warnings_stderr_and_prints_cost_nothing(tmp_path: Path) -> None:
+def test_warnings_stderr_and_prints_cost_nothing(make_submission) -> None:
     noisy = '''
 import sys, warnings
 _kl = gaussian_kl
@@ -91,40 +76,40 @@ def gaussian_kl(mu, logvar):
 warnings.warn("top-level warning", DeprecationWarning)
 print("noise on stderr", file=sys.stderr)
 '''
-    report = grade(submission(tmp_path, noisy), only={"kl_matches_reference", "kl_known_values"})
+    report = grade(make_submission(noisy), only={"kl_matches_reference", "kl_known_values"})
     assert set(outcomes(report).values()) == {"passed"}, report["items"]
 
 
-def test_the_order_of_random_draws_costs_nothing(tmp_path: Path) -> None:
+def test_the_order_of_random_draws_costs_nothing(make_submission) -> None:
     reordered = '''
 def reparameterize(mu, logvar):
     torch.rand(3)                      # an extra draw first: other noise than the reference's
     eps = torch.randn_like(logvar)
     return eps * torch.exp(logvar / 2) + mu
 '''
-    report = grade(submission(tmp_path, reordered),
+    report = grade(make_submission(reordered),
                    only={"reparameterize_moments", "reparameterize_gradient"})
     assert set(outcomes(report).values()) == {"passed"}, report["items"]
 
 
-def test_float32_only_code_is_graded_with_float32_tolerances(tmp_path: Path) -> None:
+def test_float32_only_code_is_graded_with_float32_tolerances(make_submission) -> None:
     float32 = '''
 def gaussian_kl(mu, logvar):
     mu, logvar = mu.float(), logvar.float()
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 '''
-    report = grade(submission(tmp_path, float32), only={"kl_matches_reference"})
+    report = grade(make_submission(float32), only={"kl_matches_reference"})
     item = report["items"][0]
     assert item["outcome"] == "passed" and item["details"]["precision"] == "float32"
 
 
-def test_missing_names_and_exceptions_are_clear_verdicts(tmp_path: Path) -> None:
+def test_missing_names_and_exceptions_are_clear_verdicts(make_submission) -> None:
     broken = '''
 del gaussian_kl
 def bernoulli_log_likelihood(x, logits):
     raise RuntimeError("not done yet")
 '''
-    report = grade(submission(tmp_path, broken), only={"kl_matches_reference",
+    report = grade(make_submission(broken), only={"kl_matches_reference",
                                                        "bernoulli_matches_reference"})
     kl, bern = report["items"]
     assert kl["outcome"] == "error" and "defines no `gaussian_kl`" in kl["message"]
@@ -132,8 +117,8 @@ def bernoulli_log_likelihood(x, logits):
     assert bern["counterexample"]["inputs"]
 
 
-def test_the_same_submission_gets_the_same_report_twice(tmp_path: Path) -> None:
-    folder = submission(tmp_path, WRONG_KL)
+def test_the_same_submission_gets_the_same_report_twice(make_submission) -> None:
+    folder = make_submission(WRONG_KL)
     first = grade(folder, only=FUNCTION_ITEMS)
     second = grade(folder, only=FUNCTION_ITEMS)
     strip = [{k: v for k, v in i.items() if k != "duration_s"} for i in first["items"]]

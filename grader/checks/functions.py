@@ -44,6 +44,8 @@ def target(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int] | Non
         ref = ctx.kernel.call(Name(spec["class"]), *args, seed=ctx.seed, keep=True)
         if precision == "float64":
             ref = ctx.kernel.call(Attr(ref, "double"), keep=True)
+        if ctx.device != "cpu":
+            ref = ctx.kernel.call(Attr(ref, "to"), ctx.device, keep=True)
     elif "model" in params:
         spec = params["model"]
         ref = ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
@@ -206,7 +208,8 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                 raise PropertyFailure(f"output {i} has shape {tuple(o.shape)}, expected {want}",
                                       {**ce, "actual": f"shape {tuple(o.shape)}"})
             if not torch.isfinite(o).all():
-                raise PropertyFailure(f"output {i} contains nan or inf", {**ce, "actual": _short(o)})
+                raise PropertyFailure(f"output {i} contains nan or inf",
+                                      {**ce, "actual": _short(o)})
             if lo is not None and (o.min() < lo or o.max() > hi):
                 raise PropertyFailure(f"output {i} leaves [{lo}, {hi}]: min {o.min().item():.4g},"
                                       f" max {o.max().item():.4g}", {**ce, "actual": _short(o)})

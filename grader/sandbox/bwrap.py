@@ -159,7 +159,8 @@ def _env_args(limits: Limits, gpu: bool) -> list[str]:
     env = {
         "HOME": WORK_DIR, "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0", "IPYTHONDIR": "/tmp/.ipython", "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",
+        "PYTHONHASHSEED": "0", "IPYTHONDIR": "/tmp/.ipython",
+        "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",
         "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/.mpl", "OMP_NUM_THREADS": str(limits.threads),
         "MKL_NUM_THREADS": str(limits.threads), "OPENBLAS_NUM_THREADS": str(limits.threads),
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0") if gpu else "",
@@ -185,7 +186,7 @@ def _prlimit(limits: Limits) -> list[str]:
     mb = 1024 * 1024
     return [prlimit, f"--as={limits.memory_mb * mb}", f"--nproc={limits.processes}",
             f"--fsize={limits.file_size_mb * mb}", f"--nofile={limits.open_files}",
-            f"--cpu={limits.cpu_seconds}", f"--core=0", "--"]
+            f"--cpu={limits.cpu_seconds}", "--core=0", "--"]
 
 
 def build_command(kernel_argv: list[str], spec: SandboxSpec, *, fds: tuple[int, ...] = (),

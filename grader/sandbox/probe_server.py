@@ -128,6 +128,8 @@ def _call(req):
     kwargs = {k: _decode(v) for k, v in req.get("kwargs", {}).items()}
     if req.get("dtype"):
         args = _cast(args, req["dtype"])
+    if req.get("device"):
+        args = [a.to(req["device"]) if isinstance(a, torch.Tensor) else a for a in args]
     if req.get("seed") is not None:
         _seed(req["seed"])
     grad = req.get("grad")
@@ -158,8 +160,10 @@ def _load_checkpoint(req):
     torch = _torch()
     cls = _decode(req["cls"])
     model = cls(*_decode(req.get("args", [])))
-    state = torch.load(req["path"], map_location="cpu", weights_only=True)
+    device = req.get("device") or "cpu"
+    state = torch.load(req["path"], map_location=device, weights_only=True)
     model.load_state_dict(state)
+    model.to(device)
     model.eval()
     return _store(model)
 
