@@ -1,0 +1,111 @@
+"""The report's JSON Schema (``schema.json``) and the checks a schema cannot express.
+
+The engine builds a plain dict; this module is the contract between it and everything
+that reads a report (the HTML view, the TA's gradebook scripts, regrade diffs). A
+report that breaks the contract is a grader bug, so it is refused with the JSON path
+of every problem rather than rendered half-right.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from importlib import resources
+from typing import Any, Iterator
+
+import jsonschema
+
+__all__ = ["SCHEMA_VERSION", "load_schema", "validate_report"]
+
+SCHEMA_VERSION = "1.0"
+
+_MAX_LISTED = 10
+_INVALID = "invalid report (schema {version}): {count} problem(s)\n{problems}"
+# Free-form sections: any JSON value goes, non-finite floats are written as strings.
+_FREE_FORM = ("details", "parameters")
+# Scores are rounded to 4 decimals by grader.scoring; allow for that rounding.
+_SUM_TOL = 1e-3
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
+
+
+def load_schema() -> dict[str, Any]:
+    """The report schema (draft 2020-12) as a fresh dict the caller may modify."""
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _path(parts: Any) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """jsonschema quotes the whole offending value; a report can hold megabytes of it."""
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _non_finite(node: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
+    """Non-finite floats outside the free-form sections (NaN slips past ``minimum``)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield f"{_path(parts)}: {node!r} is not a finite number"
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key not in _FREE_FORM:
+                yield from _non_finite(value, (*parts, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _non_finite(value, (*parts, i))
+
+
+def _over(where: str, score: float, limit: float, what: str) -> Iterator[str]:
+    if score > limit + _SUM_TOL:
+        yield f"{where}: {score!r} is greater than {what} {limit!r}"
+
+
+def _consistency(report: dict[str, Any]) -> Iterator[str]:
+    """Relations between fields: 0 <= score <= max_score, totals equal the items' sums."""
+    items = report["items"]
+    for i, item in enumerate(items):
+        yield from _over(f"$.items[{i}].score", item["score"], item["max_score"], "max_score")
+    yield from _over("$.score", report["score"], report["max_score"], "max_score")
+    for key in ("score", "max_score"):
+        summed = sum(item[key] for item in items)
+        if not math.isclose(report[key], summed, abs_tol=_SUM_TOL):
+            yield f"$.{key}: {report[key]!r} is not the sum of the items' {key} ({summed!r})"
+    ids = [item["id"] for item in items]
+    for i, item_id in enumerate(ids):
+        if item_id in ids[:i]:
+            yield f"$.items[{i}].id: {item_id!r} appears twice"
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Check ``report`` against the schema and the cross-field rules.
+
+    Raises:
+        ValueError: listing each problem as ``$.json.path: what is wrong``.
+    """
+    errors = sorted(_validator().iter_errors(report), key=lambda e: list(map(str, e.path)))
+    problems = [f"{_path(e.absolute_path)}: {_short(e.message)}" for e in errors]
+    if not problems:
+        problems = [*_non_finite(report), *_consistency(report)]
+    if problems:
+        listed = problems[:_MAX_LISTED]
+        if len(problems) > _MAX_LISTED:
+            listed.append(f"... and {len(problems) - _MAX_LISTED} more")
+        raise ValueError(_INVALID.format(version=SCHEMA_VERSION, count=len(problems),
+                                         problems="\n".join(f"  {p}" for p in listed)))
