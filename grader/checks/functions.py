@@ -259,7 +259,7 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         except StudentException as exc:
             raise _student_error(exc, example) from None
         o = out.double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
-        ce = {"inputs": format_inputs(example), "expected": f"values in [{lo}, {hi}]",
+        ce = {"inputs": format_inputs(example), "expected": _range_text(lo, hi),
               "actual": _short(out)}
         if not torch.isfinite(o).all():
             raise PropertyFailure("output is not finite", ce)
@@ -271,6 +271,12 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     tried, failure = run_property(_examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
     return _verdict_of(failure, tried, f"outputs within bounds on {tried} inputs")
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"values in [{lo:g}, {hi:g}]"
+    return f"values >= {lo:g}" if lo is not None else f"values <= {hi:g}"
 
 
 @check("normal_moments", required=("inputs", "moments", "samples"),
