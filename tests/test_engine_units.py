@@ -152,6 +152,8 @@ def test_mismatch_reports_worst_element_and_nonfinite() -> None:
     assert "overflow" in mismatch(torch.tensor([-math.inf]), torch.tensor([-6400.0]), tol)
     assert "shape" in mismatch(torch.zeros(2), torch.zeros(3), tol)
     assert "tuple" in mismatch(torch.zeros(2), (torch.zeros(2), torch.zeros(2)), tol)
+    worst = mismatch(torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 5.0]]), tol)
+    assert worst.startswith("output[1, 2]: got 0, expected 5"), worst
 
 
 def test_central_differences_match_known_gradient() -> None:

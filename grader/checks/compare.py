@@ -56,7 +56,7 @@ def mismatch(actual: Any, expected: Any, tol: Tolerance, path: str = "output") -
     bad = finite_e & ~finite_a
     if bad.any():
         idx = _index(bad)
-        return (f"{path}{idx}: got {act[idx].item()} where {exp[idx].item():.6g} was expected "
+        return (f"{path}{_where(idx)}: got {act[idx].item()} where {exp[idx].item():.6g} was expected "
                 "(overflow or log of 0?)")
     same_nonfinite = ~finite_e & (act == exp)
     diff = torch.where(same_nonfinite, torch.zeros_like(act), (act - exp).abs())
@@ -66,14 +66,18 @@ def mismatch(actual: Any, expected: Any, tol: Tolerance, path: str = "output") -
     if over.any():
         excess = torch.where(over, diff - allowed, torch.zeros_like(diff))
         idx = _index(excess == excess.max())
-        return (f"{path}{idx}: got {act[idx].item():.8g}, expected {exp[idx].item():.8g} "
+        return (f"{path}{_where(idx)}: got {act[idx].item():.8g}, expected {exp[idx].item():.8g} "
                 f"(off by {diff[idx].item():.3g}; allowed {allowed[idx].item():.3g})")
     return None
 
 
-def _index(mask: torch.Tensor) -> tuple[int, ...] | str:
-    idx = tuple(int(i) for i in mask.nonzero()[0]) if mask.dim() else ()
-    return list(idx) if idx else ""  # type: ignore[return-value]
+def _index(mask: torch.Tensor) -> tuple[int, ...]:
+    """The first position where ``mask`` holds, as a tuple usable for indexing."""
+    return tuple(int(i) for i in mask.nonzero()[0]) if mask.dim() else ()
+
+
+def _where(idx: tuple[int, ...]) -> str:
+    return str(list(idx)) if idx else ""
 
 
 def _kind(value: Any) -> str:

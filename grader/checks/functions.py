@@ -58,6 +58,16 @@ def target(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int] | Non
     return ref
 
 
+def preflight(ctx: CheckContext, params: dict[str, Any]) -> None:
+    """Resolve a target that does not depend on drawn dims before any property runs.
+
+    A missing name or a checkpoint that does not load is then an ``error`` of the
+    item (raised here), not a failure on some generated input.
+    """
+    if "module" not in params:
+        target(ctx, params)
+
+
 def _tensors(example: dict[str, np.ndarray], params: dict[str, Any], dtype: torch.dtype
              ) -> list[Any]:
     out: list[Any] = []
@@ -142,6 +152,7 @@ def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any
 def check_matches_reference(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The student's output equals the reference's on hypothesis-generated inputs."""
     reference = ctx.ref(params.get("reference") or params.get("function"))
+    preflight(ctx, params)
     strategy = _examples(params)
     state: dict[str, Any] = {}
 
@@ -186,6 +197,7 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     if single:
         expected_shapes = [expected_shapes]
     lo, hi = params.get("range", [None, None])
+    preflight(ctx, params)
 
     def prop(example: dict[str, Any]) -> None:
         dims = _infer_dims(example, params)
@@ -251,6 +263,7 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Every output element stays within [min - atol, max + atol] on generated inputs."""
     lo, hi = params.get("min"), params.get("max")
     atol = float(params.get("atol", 1e-6))
+    preflight(ctx, params)
 
     def prop(example: dict[str, Any]) -> None:
         try:
@@ -356,12 +369,14 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     inputs = format_inputs(dict(zip(names, base)))
     for i, g in zip(wrt, grads):
         numeric = central_differences(f, [a.double() for a in args], i, cot, eps)
-        if g is None or not torch.is_tensor(g):
+        if g is None or not torch.is_tensor(g) or not g.abs().max() > 0:
             if numeric.abs().max() > tol.atol:
-                return Verdict.failed(f"no gradient reaches `{names[i]}` (the output does not "
-                                      "depend on it through autograd), but it does numerically",
+                return Verdict.failed(f"no gradient reaches `{names[i]}` through autograd, but the "
+                                      "output depends on it numerically (a .detach(), "
+                                      "torch.normal, or a copy out of the graph?)",
                                       {"inputs": inputs, "expected": _short(numeric),
-                                       "actual": "None"}, precision=precision)
+                                       "actual": "None" if g is None else _short(g)},
+                                      precision=precision)
             continue
         why = mismatch(g, numeric, tol, path=f"d/d{names[i]}")
         if why:

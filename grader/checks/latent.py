@@ -152,6 +152,6 @@ def check_test_elbo(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (value - lo) / (hi - lo)))
     details = {"test_elbo_nats": round(value, 4), "zero_at": lo, "full_at": hi,
                "images": len(x)}
-    message = (f"test ELBO {value:.2f} nats per image (full credit at >= {hi:g}, none at "
+    message = (f"test ELBO {value:.6g} nats per image (full credit at >= {hi:g}, none at "
                f"<= {lo:g})")
     return Verdict(fraction, message, details=details)

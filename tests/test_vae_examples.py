@@ -1,0 +1,92 @@
+"""Every bundled VAE example graded in the sandbox, with its expected per-item outcome.
+
+A correct example gets every point; each bug fails exactly the items listed (the
+properties it breaks, including what its own buggy training did to its checkpoint) and
+keeps the rest; the message names the property and, for generated inputs, the shrunk input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.pipeline import grade
+from grader.rubric import load_rubric
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "assignments" / "vae" / "examples"
+ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "vae.yaml").items]
+
+# example -> {item id: words its message must contain}; every other item passes.
+EXPECTED: dict[str, dict[str, str]] = {
+    "correct": {},
+    "different": {},
+    "bug_kl_sign": {"kl_matches_reference": "expected 0.359", "kl_known_values": "3 of 4",
+                    "kl_nonnegative": "below 0", "elbo_estimator": "KL sign",
+                    "test_elbo": "test ELBO"},
+    "bug_std_exp_logvar": {"reparameterize_moments": "standard deviation",
+                           "elbo_estimator": "std = exp(0.5 * logvar)", "test_elbo": "test ELBO"},
+    "bug_detached_sample": {"reparameterize_gradient": "no gradient reaches `mu`",
+                            "test_elbo": "test ELBO"},
+    "bug_log_sigmoid": {"bernoulli_stable": "overflow", "elbo_estimator": "nan or inf",
+                        "model_bounds": "not finite", "vae_sample": "nan or inf",
+                        "test_elbo": "nan"},
+    "bug_log_sigmoid_eps": {"bernoulli_matches_reference": "off by",
+                            "bernoulli_stable": "off by"},
+    "bug_elbo_pixel_mean": {"elbo_estimator": "standard errors", "test_elbo": "test ELBO"},
+}
+
+
+def test_every_example_folder_has_an_expectation() -> None:
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len([f for f in folders if f.startswith("bug_")]) >= 4
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, grade(EXAMPLES / request.param)
+
+
+def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
+    assert list(outcomes) == ITEMS
+    failing = {k for k, v in outcomes.items() if v != "passed"}
+    assert failing == set(EXPECTED[name]), {i["id"]: i["message"] for i in report["items"]
+                                           if i["id"] in failing ^ set(EXPECTED[name])}
+    for item in report["items"]:
+        if item["id"] in EXPECTED[name]:
+            assert item["outcome"] == "failed", item
+            assert EXPECTED[name][item["id"]] in item["message"], item["message"]
+            assert item["score"] < item["max_score"]
+        else:
+            assert item["score"] == item["max_score"], item
+    assert not any(i["needs_review"] for i in report["items"])
+
+
+def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]
+                                                                 ) -> None:
+    _, report = graded
+    for item in report["items"]:
+        if item["outcome"] == "failed" and item["check"] in ("matches_reference",
+                                                             "output_bounds"):
+            assert item["counterexample"]["inputs"], item
+
+
+def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    assert report["execution"]["sandbox"]["enabled"] is True
+    assert report["execution"]["parameters"]["TRAIN"] is False
+    assert all(c["status"] == "ok" for c in report["execution"]["cells"])
+    assert report["timings"]["total_s"] < 60
+
+
+def test_the_template_scores_zero(tmp_path: Path) -> None:
+    report = grade(REPO / "assignments" / "vae" / "vae.ipynb")
+    assert report["score"] == 0.0
+    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    training = [c for c in report["execution"]["cells"] if c["status"] == "error"]
+    assert training and training[0]["error"]["ename"] == "NotImplementedError"
