@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _table(report: dict[str, Any], console: Console) -> None:
     table = Table(title=f"{report['title']} ({report['assignment']}): "
-                        f"{report['score']:g} / {report['max_score']:g}")
+                        f"{report['score']:.4g} / {report['max_score']:g}")
     for col in ("item", "outcome", "points", "message"):
         table.add_column(col, overflow="fold")
     for item in report["items"]:
@@ -114,17 +114,16 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
                         str(folder), False, console)
         json_path, html_path = _write(report, out / folder.name)
         rows.append((folder.name, report, time.perf_counter() - t0, html_path))
-        console.print(f"graded {folder.name}: {report['score']:g} / {report['max_score']:g}")
+        console.print(f"graded {folder.name}: {report['score']:.4g} / {report['max_score']:g}")
     table = Table(title=f"grader demo: {args.assignment} examples")
-    for col in ("example", "score", "failed items", "time", "report"):
+    for col in ("example", "score", "items not passed", "time"):
         table.add_column(col, overflow="fold")
-    for name, report, seconds, html_path in rows:
+    for name, report, seconds, _html in rows:
         failed = [i["id"] for i in report["items"] if i["outcome"] != "passed"]
-        table.add_row(name, f"{report['score']:g}/{report['max_score']:g}",
-                      ", ".join(failed) or "-", f"{seconds:.1f} s", str(html_path))
+        table.add_row(name, f"{report['score']:.4g}/{report['max_score']:g}",
+                      ", ".join(failed) or "-", f"{seconds:.1f} s")
     console.print(table)
-    console.print(f"Reports are in {out.resolve()} (one folder per example: report.json, "
-                  "report.html).")
+    console.print(f"Reports: {out.resolve()}/<example>/report.html (and report.json)")
     return EXIT_OK
 
 
