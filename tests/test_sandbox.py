@@ -194,3 +194,33 @@ def test_output_flood_is_capped() -> None:
     session.close()
     assert record.output_truncated
     assert sum(len(o.get("text", "")) for c in nb.cells for o in c.outputs) < 80 * 1024
+
+
+def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
+    """SIGKILL the grading process: its kernel and everything the kernel started go too."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = "424242.75"
+    script = tmp_path / "grader_proc.py"
+    script.write_text(
+        "from grader.sandbox import KernelSession, Limits\n"
+        "s = KernelSession({}, Limits())\ns.start()\n"
+        "s.client.execute_interactive(\"import subprocess; p = subprocess.Popen(['sleep', '%s'], "
+        "start_new_session=True)\", timeout=60)\n"
+        "print('ready', flush=True)\nimport time; time.sleep(600)\n" % marker)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert _processes_with(marker)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 10
+        while _processes_with(marker) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _processes_with(marker)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

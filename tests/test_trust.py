@@ -21,7 +21,8 @@ def outcomes(report: dict) -> dict[str, str]:
     return {i["id"]: i["outcome"] for i in report["items"]}
 
 
-WRONG_KL = "def gaussian_kl(mu, logvar):\n    return -0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)"
+WRONG_KL = ("def gaussian_kl(mu, logvar):\n"
+            "    return -0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)")
 
 TAMPER = '''
 import sys, json, base64, torch, numpy

@@ -56,8 +56,8 @@ def mismatch(actual: Any, expected: Any, tol: Tolerance, path: str = "output") -
     bad = finite_e & ~finite_a
     if bad.any():
         idx = _index(bad)
-        return (f"{path}{_where(idx)}: got {act[idx].item()} where {exp[idx].item():.6g} was expected "
-                "(overflow or log of 0?)")
+        return (f"{path}{_where(idx)}: got {act[idx].item()} where {exp[idx].item():.6g} was "
+                "expected (overflow or log of 0?)")
     same_nonfinite = ~finite_e & (act == exp)
     diff = torch.where(same_nonfinite, torch.zeros_like(act), (act - exp).abs())
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, math.inf), diff)
