@@ -76,7 +76,7 @@ def _tensors(example: dict[str, np.ndarray], params: dict[str, Any], dtype: torc
         spec = params["inputs"].get(name, {})
         if spec.get("kind") == "int":
             out.append(int(value))
-        elif spec.get("dtype") == "long":
+        elif spec.get("dtype") == "long" or spec.get("kind") == "integers":
             out.append(torch.as_tensor(value).long())
         else:
             out.append(torch.as_tensor(value).to(dtype))

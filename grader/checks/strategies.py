@@ -6,6 +6,8 @@ A rubric names inputs declaratively::
       mu:     {shape: [B, L], min: -5, max: 5}
       logits: {shape: [B, 1, 8, 8], min: -100, max: 100, extremes: true}
       x:      {kind: binary, shape: [B, 1, 8, 8]}
+      y:      {kind: integers, shape: [B], min: 0, max: 9}      # int64 (class labels)
+      g:      {shape: [B], min: -3, max: 3, nonzero: 1.0e-3}     # |value| >= 1e-3
     dims: {B: [1, 16], L: [1, 8]}
 
 Dimensions are drawn first (shrinking towards the smallest), then each array.
@@ -23,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 __all__ = ["grading_settings", "input_sets", "run_property", "format_inputs", "shapes_of"]
 
-KINDS = ("floats", "binary", "digits")
+KINDS = ("floats", "binary", "digits", "integers")
 
 
 def grading_settings(max_examples: int) -> settings:
@@ -49,8 +51,14 @@ def _array(spec: dict[str, Any], shape: tuple[int, ...]) -> st.SearchStrategy[np
         pool = digits(spec.get("split", "test"), spec.get("form", "binary")).double().numpy()
         return st.lists(st.integers(0, len(pool) - 1), min_size=shape[0], max_size=shape[0]).map(
             lambda idx: pool[idx].reshape(shape))
+    if kind == "integers":
+        lo_i, hi_i = int(spec.get("min", 0)), int(spec.get("max", 9))
+        return hnp.arrays(np.int64, shape, elements=st.integers(lo_i, hi_i))
     lo, hi = float(spec.get("min", -10.0)), float(spec.get("max", 10.0))
     elements = st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=32)
+    if spec.get("nonzero"):
+        gap = float(spec.get("nonzero")) if not isinstance(spec["nonzero"], bool) else 1e-3
+        elements = elements.filter(lambda v: abs(v) >= gap)
     if spec.get("extremes"):
         elements = st.one_of(st.sampled_from([lo, hi, 0.0]), elements)
     return hnp.arrays(np.float64, shape, elements=elements)
