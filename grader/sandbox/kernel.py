@@ -141,6 +141,8 @@ class KernelSession:
             pass
 
     def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
         self.kill()
         shutil.rmtree(self._root, ignore_errors=True)
 
