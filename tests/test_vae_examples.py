@@ -25,17 +25,18 @@ EXPECTED: dict[str, dict[str, str]] = {
     "different": {},
     "bug_kl_sign": {"kl_matches_reference": "expected 0.359", "kl_known_values": "3 of 4",
                     "kl_nonnegative": "below 0", "elbo_estimator": "KL sign",
-                    "test_elbo": "test ELBO"},
+                    "test_elbo": "test ELBO", "sample_fid": "sample FID"},
     "bug_std_exp_logvar": {"reparameterize_moments": "standard deviation",
                            "elbo_estimator": "std = exp(0.5 * logvar)", "test_elbo": "test ELBO"},
     "bug_detached_sample": {"reparameterize_gradient": "no gradient reaches `mu`",
-                            "test_elbo": "test ELBO"},
+                            "test_elbo": "test ELBO", "sample_fid": "sample FID"},
     "bug_log_sigmoid": {"bernoulli_stable": "overflow", "elbo_estimator": "nan or inf",
                         "model_bounds": "not finite", "vae_sample": "nan or inf",
-                        "test_elbo": "nan"},
+                        "test_elbo": "nan", "sample_fid": "nan or inf"},
     "bug_log_sigmoid_eps": {"bernoulli_matches_reference": "off by",
                             "bernoulli_stable": "off by"},
-    "bug_elbo_pixel_mean": {"elbo_estimator": "standard errors", "test_elbo": "test ELBO"},
+    "bug_elbo_pixel_mean": {"elbo_estimator": "standard errors", "test_elbo": "test ELBO",
+                            "sample_fid": "sample FID"},
 }
 
 
@@ -71,6 +72,8 @@ def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[s
                                                                  ) -> None:
     _, report = graded
     for item in report["items"]:
+        if item["check"] == "sample_fid" and "fid" in item["details"]:
+            assert item["figures"] and item["figures"][0]["png_base64"], item["id"]
         if item["outcome"] == "failed" and item["check"] in ("matches_reference",
                                                              "output_bounds"):
             assert item["counterexample"]["inputs"], item
