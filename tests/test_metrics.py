@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,43 @@ def test_the_shipped_feature_network_classifies_test_digits() -> None:
         acc = (model(digits("test", form)).argmax(1) == digit_labels("test")).double().mean()
         assert acc >= floor, (form, float(acc))
     assert digit_features(digits("test")).shape == (360, 128)
+
+
+def test_precision_recall_bounds() -> None:
+    from grader.metrics import precision_recall
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 8, generator=gen)
+    assert precision_recall(a, a) == (1.0, 1.0)
+    p, r = precision_recall(a, a + 100.0)
+    assert p == 0.0 and r == 0.0
+    p, r = precision_recall(a, a[:30] * 0.1)       # mode collapse: precise, no recall
+    assert p > 0.9 and r < 0.3
+
+
+def test_class_coverage_sees_collapse() -> None:
+    from grader.metrics import class_coverage
+
+    x, y = digits("test", "scaled"), digit_labels("test")
+    full = class_coverage(x)
+    assert full.covered == 10 and full.chi2_p > 0.01 and full.confidence > 0.9
+    ones = class_coverage(x[y == 1].repeat(3, 1, 1, 1))
+    assert ones.covered == 1 and ones.chi2_p < 1e-6
+
+
+def test_memorisation_flags_copies_not_fresh_data() -> None:
+    from grader.metrics import memorisation
+
+    train, test = digits("train", "binary"), digits("test", "binary")
+    copies = memorisation(train, test, train[:360])
+    fresh = memorisation(train, test, digits("test", "binary"))
+    assert copies.ratio < 0.05 and copies.copied_share > 0.9
+    assert fresh.ratio == pytest.approx(1.0) and fresh.copied_share < 0.1
+
+
+def test_bits_per_dim_accounts_for_dequantisation() -> None:
+    from grader.metrics import bits_per_dim
+
+    assert bits_per_dim(64 * math.log(2), 64) == pytest.approx(1.0)
+    # A uniform density on (0, 1)^64 of 17-level data: log2(17) bits per dim.
+    assert bits_per_dim(0.0, 64, levels=17) == pytest.approx(math.log2(17))

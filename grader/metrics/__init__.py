@@ -7,6 +7,9 @@ digits network (``digit_features``), trained by ``python -m grader.metrics.train
 
 from .features import DigitsCNN, digit_features, digits_cnn
 from .frechet import fid, frechet_distance, gaussian_stats, kid
+from .quality import (ClassCoverage, Memorisation, bits_per_dim, class_coverage, memorisation,
+                      precision_recall)
 
-__all__ = ["DigitsCNN", "digit_features", "digits_cnn", "fid", "frechet_distance",
-           "gaussian_stats", "kid"]
+__all__ = ["ClassCoverage", "DigitsCNN", "Memorisation", "bits_per_dim", "class_coverage",
+           "digit_features", "digits_cnn", "fid", "frechet_distance", "gaussian_stats", "kid",
+           "memorisation", "precision_recall"]
