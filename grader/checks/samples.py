@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import digits
-from ..metrics import fid
+from ..metrics import class_coverage, fid, memorisation
 from ..protocol import Attr
 from .registry import CheckContext, Verdict, check
 
@@ -47,15 +47,11 @@ def sample_grid_png(images: torch.Tensor, real: torch.Tensor | None = None, *, c
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-@check("sample_fid", required=("zero_at", "full_at"),
-       optional=("model", "method", "n", "data", "binarize", "value_range"))
-def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """FID of ``model.sample(n)`` against the test split; linear credit between anchors.
+_SAMPLING = ("model", "method", "n", "binarize", "value_range")
 
-    ``full_at`` is the calibrated FID of reference models (full credit at or below it),
-    ``zero_at`` the FID of a baseline (no credit at or above it). ``value_range: [-1, 1]``
-    maps samples by (x + 1) / 2 first; ``binarize`` draws Bernoulli pixels from them.
-    """
+
+def draw_samples(ctx: CheckContext, params: dict[str, Any]) -> torch.Tensor | Verdict:
+    """``model.sample(n)`` from the kernel, validated and mapped to [0, 1] (or a failure)."""
     spec = params.get("model", {"class": "VAE", "checkpoint": None})
     model = ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
     n = int(params.get("n", 1000))
@@ -74,14 +70,69 @@ def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     x = (x - lo) / (hi - lo)
     if params.get("binarize"):
         x = torch.bernoulli(x.clamp(0, 1), generator=torch.Generator().manual_seed(ctx.seed))
+    return x
+
+
+def _real(params: dict[str, Any]) -> torch.Tensor:
     data = params.get("data", {})
-    real = digits(data.get("split", "test"), data.get("form", "binary"))
+    return digits(data.get("split", "test"), data.get("form", "binary"))
+
+
+@check("sample_fid", required=("zero_at", "full_at"), optional=(*_SAMPLING, "data"))
+def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """FID of ``model.sample(n)`` against the test split; linear credit between anchors.
+
+    ``full_at`` is the calibrated FID of reference models (full credit at or below it),
+    ``zero_at`` the FID of a baseline (no credit at or above it). ``value_range: [-1, 1]``
+    maps samples by (x + 1) / 2 first; ``binarize`` draws Bernoulli pixels from them.
+    """
+    x = draw_samples(ctx, params)
+    if isinstance(x, Verdict):
+        return x
+    real = _real(params)
     value = fid(real, x)
     zero, full = float(params["zero_at"]), float(params["full_at"])
     fraction = min(1.0, max(0.0, (zero - value) / (zero - full)))
-    figure = {"title": f"{min(n, 64)} samples (left) beside {min(len(real), 64)} test digits "
-                       "(right)", "png_base64": sample_grid_png(x, real)}
-    return Verdict(fraction, f"sample FID {value:.2f} on {n} samples (full credit at <= "
+    figure = {"title": f"{min(len(x), 64)} samples (left) beside {min(len(real), 64)} test "
+                       "digits (right)", "png_base64": sample_grid_png(x, real)}
+    return Verdict(fraction, f"sample FID {value:.2f} on {len(x)} samples (full credit at <= "
                    f"{full:g}, none at >= {zero:g})",
-                   details={"fid": round(value, 3), "n": n, "full_at": full, "zero_at": zero},
+                   details={"fid": round(value, 3), "n": len(x), "full_at": full, "zero_at": zero},
                    figures=[figure])
+
+
+@check("sample_coverage", optional=(*_SAMPLING, "min_classes", "min_share"))
+def check_sample_coverage(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The course classifier finds at least ``min_classes`` digit classes among the samples."""
+    x = draw_samples(ctx, params)
+    if isinstance(x, Verdict):
+        return x
+    cov = class_coverage(x, float(params.get("min_share", 0.25)))
+    need = int(params.get("min_classes", 10))
+    details = {"counts": list(cov.counts), "classes_covered": cov.covered,
+               "chi2_p_uniform": cov.chi2_p, "mean_confidence": round(cov.confidence, 4)}
+    message = (f"{cov.covered} of 10 digit classes appear among {len(x)} samples (need "
+               f"{need}); predicted counts {list(cov.counts)}")
+    return Verdict(1.0 if cov.covered >= need else 0.0, message, details=details)
+
+
+@check("sample_memorisation", optional=(*_SAMPLING, "data", "max_copied_share", "min_ratio"))
+def check_sample_memorisation(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Samples are not training images: nearest-neighbour distances vs held-out test data."""
+    x = draw_samples(ctx, params)
+    if isinstance(x, Verdict):
+        return x
+    form = params.get("data", {}).get("form", "binary")
+    mem = memorisation(digits("train", form), digits("test", form), x)
+    max_share, min_ratio = float(params.get("max_copied_share", 0.2)), float(
+        params.get("min_ratio", 0.5))
+    details = {"median_distance_to_train": round(mem.fake_median, 4),
+               "test_median_distance_to_train": round(mem.test_median, 4),
+               "ratio": round(mem.ratio, 4), "copied_share": round(mem.copied_share, 4)}
+    if mem.copied_share > max_share or mem.ratio < min_ratio:
+        return Verdict.failed(f"samples sit on training images: {mem.copied_share:.0%} are as "
+                              f"close to a training image as the closest 1% of test images, "
+                              f"median distance {mem.fake_median:.3g} vs {mem.test_median:.3g} "
+                              "for test images", **details)
+    return Verdict.passed(f"samples are no closer to training images than test images are "
+                          f"(ratio {mem.ratio:.2f})", **details)
