@@ -3,6 +3,7 @@
     grader check SUBMISSION              a student's self-check: public items only
     grader grade SUBMISSION --out DIR    a TA's grading: every item, report.json + report.html
     grader demo                          grade the bundled examples on the embedded data
+    grader calibrate LAB [--write]       anchors of threshold items from reference runs
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("submission")
     grade.add_argument("--out", required=True, help="folder for report.json and report.html")
     common(grade)
+
+    cal = sub.add_parser("calibrate", help="measure threshold items on the reference and "
+                                           "baselines; propose (or --write) their anchors")
+    cal.add_argument("lab")
+    cal.add_argument("--seeds", type=int, default=5, help="reference runs (default 5)")
+    cal.add_argument("--write", action="store_true", help="write the anchors into the rubric")
+    cal.add_argument("--course", help="course folder (default: the current folder)")
 
     demo = sub.add_parser("demo", help="grade the bundled example submissions")
     demo.add_argument("--out", default="grader-demo", help="where the reports go "
@@ -127,12 +135,36 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    from .calibrate import calibrate, write_anchors
+    from .pipeline import find_course
+
+    with console.status("calibrating…") as status:
+        anchors = calibrate(args.lab, course=args.course, seeds=args.seeds,
+                            progress=lambda msg: status.update(msg))
+    table = Table(title=f"calibration of {args.lab}")
+    for col in ("item", "reference runs", "baselines", "full_at", "zero_at"):
+        table.add_column(col, overflow="fold")
+    for a in anchors.values():
+        table.add_row(a.item, ", ".join(f"{v:.2f}" for v in a.reference),
+                      ", ".join(f"{k} {v:.2f}" for k, v in a.baselines.items()) or "-",
+                      f"{a.full_at}", f"{a.zero_at}")
+    console.print(table)
+    if args.write:
+        path = find_course(args.course) / "rubrics" / f"{args.lab}.yaml"
+        write_anchors(path, anchors)
+        console.print(f"wrote the anchors into {path}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
     try:
         if args.command == "demo":
             return _demo(args, console)
+        if args.command == "calibrate":
+            return _calibrate(args, console)
         report = _grade(args, args.submission, args.command == "check", console)
         _table(report, console)
         if args.out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib.util
@@ -155,11 +156,12 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
 
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
-          device: str = "cpu", only: set[str] | None = None,
+          device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
 
-    ``only`` restricts grading to these item ids (an unknown id is a CourseError).
+    ``only`` restricts grading to these item ids (an unknown id is a CourseError);
+    ``seed`` overrides the rubric's seed (calibration runs the reference under several).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
@@ -171,6 +173,8 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     sub = open_submission(submission)
     name = assignment or detect_assignment(sub, course_dir)
     rubric = load_rubric(course_dir / "rubrics" / f"{name}.yaml")
+    if seed is not None:
+        rubric = dataclasses.replace(rubric, seed=seed)
     reference = load_reference(course_dir, rubric)
     items = rubric.visible(public_only)
     if only is not None:
