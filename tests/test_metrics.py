@@ -99,3 +99,17 @@ def test_bits_per_dim_accounts_for_dequantisation() -> None:
     assert bits_per_dim(64 * math.log(2), 64) == pytest.approx(1.0)
     # A uniform density on (0, 1)^64 of 17-level data: log2(17) bits per dim.
     assert bits_per_dim(0.0, 64, levels=17) == pytest.approx(math.log2(17))
+
+
+def test_fid_with_inception_from_a_local_weights_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from torchvision.models import inception_v3
+
+    from grader.metrics import inception_features
+
+    torch.manual_seed(0)
+    path = tmp_path / "inception.pt"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), path)
+    feats = inception_features(str(path))
+    x = digits("test", "scaled")[:6]
+    assert feats(x).shape == (6, 2048)
+    assert fid(x, x, features=feats) < 1e-6

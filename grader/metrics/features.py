@@ -14,7 +14,7 @@ from importlib import resources
 import torch
 from torch import nn
 
-__all__ = ["DigitsCNN", "digits_cnn", "digit_features", "WEIGHTS"]
+__all__ = ["DigitsCNN", "digits_cnn", "digit_features", "inception_features", "WEIGHTS"]
 
 WEIGHTS = "digits_cnn.pt"
 
@@ -59,3 +59,33 @@ def digit_features(images: torch.Tensor, batch: int = 2048) -> torch.Tensor:
     model = digits_cnn()
     parts = [model.features(chunk.float().reshape(-1, 1, 8, 8)) for chunk in images.split(batch)]
     return torch.cat(parts).double()
+
+
+def inception_features(weights: str, *, batch: int = 64):  # type: ignore[no-untyped-def]
+    """A feature function from a LOCAL Inception-v3 ``state_dict`` (pool3, 2048-d).
+
+    For MNIST-scale or natural images where the digits network does not apply; nothing is
+    downloaded: pass the path of torchvision's ``inception_v3`` weights saved with
+    ``torch.save(model.state_dict(), path)``. Grey images are repeated to three channels and
+    resized to 299 x 299 (bilinear); values are expected in [0, 1].
+    """
+    import torch.nn.functional as F
+    from torchvision.models import inception_v3
+
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.fc = nn.Identity()
+    model.eval()
+
+    @torch.no_grad()
+    def features(images: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for chunk in images.float().split(batch):
+            x = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            parts.append(model((x - mean) / std))
+        return torch.cat(parts).double()
+
+    return features
