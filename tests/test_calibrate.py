@@ -57,7 +57,7 @@ def test_calibrate_measures_the_reference_and_baselines() -> None:
 
     anchors = calibrate("vae", course=REPO, seeds=2)
     fid, elbo = anchors["sample_fid"], anchors["test_elbo"]
-    assert set(fid.baselines) == {"independent_pixels", "noise"}
+    assert set(fid.baselines) == {"blurred", "independent_pixels", "noise"}
     assert max(fid.reference) < 30 and fid.baselines["independent_pixels"] > 150
     assert elbo.baselines["noise"] == pytest.approx(-64 * 0.6931471805599453, abs=1e-3)
     assert elbo.full_at > elbo.zero_at

@@ -10,6 +10,11 @@ Each is the reference solution with one cell appended that replaces what the mod
   independent Bernoulli pixels at those frequencies.
 - `noise`: a decoder of zero logits (every pixel 1/2, ELBO = -64 ln 2) and samples of
   uniform noise.
+- `blurred`: the independent-pixel likelihood, and samples drawn from training images
+  blurred by a 3 x 3 box filter (blurred data).
+
+Copies of training images are no baseline here: they score well on FID by construction and
+are the memorisation check's business (tests/test_sample_checks.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ _logit = torch.log(_p) - torch.log1p(-_p)
 Encoder.forward = lambda self, x: (x.new_zeros(len(x), LATENT), x.new_zeros(len(x), LATENT))
 Decoder.forward = lambda self, z: _logit.to(z.dtype).expand(len(z), 1, 8, 8)
 VAE.sample = lambda self, n: torch.bernoulli(_p.expand(n, 1, 8, 8))
+'''
+
+BLURRED = INDEPENDENT + '''
+_train = _digits("train", "binary")
+def _blurred(self, n):
+    x = _train[torch.arange(n) % len(_train)]
+    return torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3) / 9, padding=1)
+VAE.sample = _blurred
 '''
 
 NOISE = '''
@@ -53,5 +66,6 @@ def build(name: str, cell: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name, cell in (("independent_pixels", INDEPENDENT), ("noise", NOISE)):
+    for name, cell in (("independent_pixels", INDEPENDENT), ("noise", NOISE),
+                       ("blurred", BLURRED)):
         print("wrote", build(name, cell))
