@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="grader-demo", help="where the reports go "
                                                             "(default: ./grader-demo)")
     demo.add_argument("--course", help=argparse.SUPPRESS)
-    demo.add_argument("--assignment", default="vae")
+    demo.add_argument("--assignment", help="one lab (default: every lab with examples)")
     demo.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -108,30 +108,34 @@ def _write(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
+    """Grade every bundled example of one lab, or of every lab that has examples."""
     from .pipeline import find_course
 
     course = find_course(args.course)
-    examples = course / "assignments" / args.assignment / "examples"
-    if not examples.is_dir():
-        raise CourseError(f"{examples}: no bundled examples")
+    labs = [args.assignment] if args.assignment else sorted(
+        p.stem for p in (course / "rubrics").glob("*.yaml")
+        if (course / "assignments" / p.stem / "examples").is_dir())
+    if not labs or not all((course / "assignments" / lab / "examples").is_dir() for lab in labs):
+        raise CourseError(f"{course}: no bundled examples for {', '.join(labs) or 'any lab'}")
     out = Path(args.out)
-    rows = []
-    for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
-        t0 = time.perf_counter()
-        report = _grade(argparse.Namespace(**{**vars(args), "course": str(course)}),
-                        str(folder), False, console)
-        json_path, html_path = _write(report, out / folder.name)
-        rows.append((folder.name, report, time.perf_counter() - t0, html_path))
-        console.print(f"graded {folder.name}: {report['score']:.4g} / {report['max_score']:g}")
-    table = Table(title=f"grader demo: {args.assignment} examples")
-    for col in ("example", "score", "items not passed", "time"):
+    table = Table(title="grader demo: the bundled examples")
+    for col in ("lab", "example", "score", "items not passed", "time"):
         table.add_column(col, overflow="fold")
-    for name, report, seconds, _html in rows:
-        failed = [i["id"] for i in report["items"] if i["outcome"] != "passed"]
-        table.add_row(name, f"{report['score']:.4g}/{report['max_score']:g}",
-                      ", ".join(failed) or "-", f"{seconds:.1f} s")
+    for lab in labs:
+        examples = course / "assignments" / lab / "examples"
+        for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+            t0 = time.perf_counter()
+            report = _grade(argparse.Namespace(**{**vars(args), "course": str(course),
+                                                  "assignment": lab}), str(folder), False,
+                            console)
+            _write(report, out / lab / folder.name)
+            console.print(f"graded {lab}/{folder.name}: {report['score']:.4g} / "
+                          f"{report['max_score']:g}")
+            failed = [i["id"] for i in report["items"] if i["outcome"] != "passed"]
+            table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
+                          ", ".join(failed) or "-", f"{time.perf_counter() - t0:.1f} s")
     console.print(table)
-    console.print(f"Reports: {out.resolve()}/<example>/report.html (and report.json)")
+    console.print(f"Reports: {out.resolve()}/<lab>/<example>/report.html (and report.json)")
     return EXIT_OK
 
 
