@@ -113,3 +113,36 @@ def test_fid_with_inception_from_a_local_weights_file(tmp_path) -> None:  # type
     x = digits("test", "scaled")[:6]
     assert feats(x).shape == (6, 2048)
     assert fid(x, x, features=feats) < 1e-6
+
+
+def test_kid_matches_a_direct_unbiased_mmd() -> None:
+    from grader.metrics.frechet import _mmd2_unbiased
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 5)), rng.normal(0.3, 1.0, size=(30, 5))
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return (a @ b / 5 + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(40) for j in range(40) if i != j) / (40 * 39)
+    yy = sum(k(y[i], y[j]) for i in range(30) for j in range(30) if i != j) / (30 * 29)
+    xy = sum(k(a, b) for a in x for b in y) / (40 * 30)
+    assert _mmd2_unbiased(torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(
+        xx + yy - 2 * xy, rel=1e-10)
+
+
+def test_precision_recall_match_a_brute_force_loop() -> None:
+    from grader.metrics import precision_recall
+
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(25, 3)), rng.normal(0.5, 1.2, size=(20, 3))
+
+    def radius(points: np.ndarray, i: int) -> float:
+        return sorted(np.linalg.norm(points - points[i], axis=1))[3]     # k = 3, self at 0
+
+    prec = np.mean([any(np.linalg.norm(f - r) <= radius(real, j) for j, r in enumerate(real))
+                    for f in fake])
+    rec = np.mean([any(np.linalg.norm(r - f) <= radius(fake, j) for j, f in enumerate(fake))
+                   for r in real])
+    got = precision_recall(torch.from_numpy(real), torch.from_numpy(fake), k=3)
+    assert got == pytest.approx((prec, rec))
