@@ -1,0 +1,93 @@
+"""Every bundled autoregressive example graded in the sandbox, with its expected outcome.
+
+A correct example gets every point; each bug fails exactly the items listed (the
+properties it breaks, including what its own buggy training did to its checkpoint) and
+keeps the rest; the message names the property and, for generated inputs, the shrunk input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.pipeline import grade
+from grader.rubric import load_rubric
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / "assignments" / "autoregressive"
+EXAMPLES = LAB / "examples"
+ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "autoregressive.yaml").items]
+
+# example -> {item id: words its message must contain}; every other item passes.
+EXPECTED: dict[str, dict[str, str]] = {
+    "correct": {},
+    "different": {},
+    "bug_lstm_gate_order": {"lstm_matches_torch": "differs from torch.nn.LSTMCell"},
+    "bug_lstm_forget_on_h": {"lstm_matches_torch": "forward(x, (h, c)) differs"},
+    "bug_gru_reset_bias": {"gru_matches_torch": "differs from torch.nn.GRUCell"},
+    "bug_causal_conv_both_sides": {
+        "conv_causal": "depends on the input at position 1",
+        "conv_strict_causal": "depends on the input at position",
+        "conv_receptive_field": "it sees the future"},
+    "bug_include_current_ignored": {"conv_strict_causal": "depends on the input at position 0"},
+    "bug_attention_sees_next": {"attention_causal": "depends on the input at position 1"},
+    "bug_pixel_ar_sees_current": {
+        "pixel_ar_causal": "output position 1 (batch row 0) depends on the input at position 1",
+        "pixel_ar_sample": "computed from the pixels already drawn",
+        "pixel_ar_test_nll": "not a likelihood"},
+}
+
+
+def test_every_example_folder_has_an_expectation() -> None:
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len([f for f in folders if f.startswith("bug_")]) >= 7
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, grade(EXAMPLES / request.param)
+
+
+def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
+    assert list(outcomes) == ITEMS
+    failing = {k for k, v in outcomes.items() if v != "passed"}
+    assert failing == set(EXPECTED[name]), {i["id"]: i["message"] for i in report["items"]
+                                           if i["id"] in failing ^ set(EXPECTED[name])}
+    for item in report["items"]:
+        if item["id"] in EXPECTED[name]:
+            assert item["outcome"] == "failed", item
+            assert EXPECTED[name][item["id"]] in item["message"], item["message"]
+            assert item["score"] < item["max_score"]
+        else:
+            assert item["score"] == item["max_score"], item
+    assert not any(i["needs_review"] for i in report["items"])
+
+
+def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]
+                                                                 ) -> None:
+    _, report = graded
+    for item in report["items"]:
+        if item["outcome"] == "failed" and item["check"] in ("matches_torch_module",
+                                                             "causal_dependence"):
+            assert item["counterexample"]["inputs"], item
+
+
+def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    assert report["execution"]["sandbox"]["enabled"] is True
+    assert report["execution"]["parameters"]["TRAIN"] is False
+    assert all(c["status"] == "ok" for c in report["execution"]["cells"])
+    assert report["timings"]["total_s"] < 60
+
+
+def test_the_template_scores_zero() -> None:
+    report = grade(LAB / "autoregressive.ipynb")
+    assert report["score"] == 0.0
+    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    training = [c for c in report["execution"]["cells"] if c["status"] == "error"]
+    assert training and training[0]["error"]["ename"] == "NotImplementedError"
