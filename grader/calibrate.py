@@ -36,6 +36,7 @@ __all__ = ["METRICS", "Anchor", "calibrate", "write_anchors", "reference_submiss
 METRICS: dict[str, tuple[str, bool]] = {
     "sample_fid": ("fid", False),
     "test_elbo": ("test_elbo_nats", True),
+    "ar_test_nll": ("test_nll_nats", False),
 }
 
 
