@@ -1,0 +1,85 @@
+"""Pure parts of the backward_pass and test_accuracy checks (no kernel)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from grader.checks import REGISTRY
+from grader.checks.classifier import accuracy_of, linear_credit
+from grader.checks.gradients import (elementwise_rel_error, normwise_rel_error,
+                                     reference_gradients)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _reference():
+    path = REPO / "reference" / "backprop.py"
+    spec = importlib.util.spec_from_file_location("backprop_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+R = _reference()
+
+
+def test_kinds_are_registered() -> None:
+    assert {"backward_pass", "test_accuracy"} <= set(REGISTRY)
+    assert {"forward", "cotangent", "returns", "inputs"} <= REGISTRY["backward_pass"].required
+
+
+def test_elementwise_rel_error_is_the_uva_formula() -> None:
+    a, b = torch.tensor([1.0, 0.0, 3.0]), torch.tensor([1.0, 0.0, 1.0])
+    err, idx = elementwise_rel_error(a, b)
+    assert err == pytest.approx(0.5) and idx == (2,)
+    assert elementwise_rel_error(torch.zeros(3), torch.zeros(3))[0] == 0.0
+    assert elementwise_rel_error(torch.tensor([1e-12]), torch.tensor([0.0]))[0] == \
+        pytest.approx(1e-4)
+    assert math.isinf(elementwise_rel_error(torch.tensor([math.nan]), torch.tensor([1.0]))[0])
+
+
+def test_normwise_rel_error_ignores_cancellation_near_zero() -> None:
+    a, b = torch.tensor([10.0, 1e-7]), torch.tensor([10.0, 0.0])
+    assert normwise_rel_error(a, b)[0] < 1e-8
+    assert elementwise_rel_error(a, b)[0] == pytest.approx(1.0)
+    assert math.isinf(normwise_rel_error(torch.tensor([math.inf]), torch.tensor([1.0]))[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64])
+def test_reference_gradients_of_linear_agree_with_closed_form(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=gen, dtype=dtype) for s in ((4, 3), (2, 3), (2,)))
+    g = torch.randn(4, 2, generator=gen, dtype=dtype)
+    auto, numeric, floor = reference_gradients(R.linear_forward, [x, w, b], [0, 1, 2], g)
+    for got, want in zip(auto, R.linear_backward(g, x, w)):
+        assert torch.allclose(got, want, atol=1e-12)
+    for a, n in zip(auto, numeric):
+        assert normwise_rel_error(a, n, floor)[0] < 1e-7
+    # the bugs of the lab's examples are far outside the tolerance
+    assert elementwise_rel_error(x.T @ g, auto[1].T)[0] < 1e-12        # transposed = its .T
+    assert elementwise_rel_error(R.linear_backward(g, x, w)[1] * 2, auto[1])[0] > 0.3
+
+
+def test_reference_softmax_is_stable_and_its_gradient_is_autograds() -> None:
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype=torch.float64)
+    targets = torch.tensor([1, 2])
+    loss, grad = R.softmax_cross_entropy(logits, targets)
+    assert loss.item() == pytest.approx((2e4 + math.log(3)) / 2)
+    leaf = logits.clone().requires_grad_(True)
+    R.cross_entropy_loss(leaf, targets).backward()
+    assert torch.allclose(grad, leaf.grad, atol=1e-15)
+
+
+def test_linear_credit_and_accuracy() -> None:
+    assert linear_credit(0.95, 0.90, 0.96) == pytest.approx(5 / 6)
+    assert linear_credit(0.99, 0.90, 0.96) == 1.0
+    assert linear_credit(0.50, 0.90, 0.96) == 0.0
+    assert linear_credit(math.nan, 0.90, 0.96) == 0.0
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0], [0.0, 1.0]])
+    acc, per_class = accuracy_of(logits, torch.tensor([0, 1, 1, 1]))
+    assert acc == 0.75 and per_class == [1.0, pytest.approx(2 / 3)]

@@ -1,0 +1,98 @@
+"""Every bundled backprop example graded in the sandbox, with its expected per-item outcome.
+
+A correct example gets every point; each bug fails exactly the items listed (the
+properties it breaks, including what its own training did to its checkpoint) and keeps
+the rest; the message names the property and, for generated inputs, the shrunk input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.pipeline import grade
+from grader.rubric import load_rubric
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / "assignments" / "backprop"
+EXAMPLES = LAB / "examples"
+ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "backprop.yaml").items]
+
+# example -> {item id: words its message must contain}; every other item passes.
+EXPECTED: dict[str, dict[str, str]] = {
+    "correct": {},
+    "different": {},
+    "bug_grad_w_transposed": {
+        "linear_backward": "the gradient w.r.t. `W` (output 1) has shape",
+        "linear_backward_square": "the gradient w.r.t. `W` (output 1) differs from autograd"},
+    "bug_grad_b_not_summed": {
+        "linear_backward": "sum over the batch",
+        "linear_backward_square": "sum over the batch"},
+    "bug_softmax_no_max_shift": {"softmax_stable": "overflow"},
+    "bug_true_convolution": {"conv2d_matches_reference": "off by",
+                             "conv2d_stride_padding": "off by"},
+    "bug_undertrained_mlp": {"mlp_test_accuracy": "test accuracy 0.69"},
+}
+
+
+def test_every_example_folder_has_an_expectation() -> None:
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len([f for f in folders if f.startswith("bug_")]) >= 5
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, grade(EXAMPLES / request.param)
+
+
+def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
+    assert list(outcomes) == ITEMS
+    failing = {k for k, v in outcomes.items() if v != "passed"}
+    assert failing == set(EXPECTED[name]), {i["id"]: i["message"] for i in report["items"]
+                                           if i["id"] in failing ^ set(EXPECTED[name])}
+    for item in report["items"]:
+        if item["id"] in EXPECTED[name]:
+            assert item["outcome"] == "failed", item
+            assert EXPECTED[name][item["id"]] in item["message"], item["message"]
+            assert item["score"] < item["max_score"]
+        else:
+            assert item["score"] == item["max_score"], item
+    assert not any(i["needs_review"] for i in report["items"])
+
+
+def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]
+                                                                 ) -> None:
+    _, report = graded
+    for item in report["items"]:
+        if item["outcome"] == "failed" and item["check"] in ("matches_reference",
+                                                             "backward_pass"):
+            assert item["counterexample"]["inputs"], item
+            assert item["counterexample"]["expected"] and item["counterexample"]["actual"]
+
+
+def test_accuracy_is_computed_by_the_grader(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    item = next(i for i in report["items"] if i["id"] == "mlp_test_accuracy")
+    assert item["details"]["images"] == 360
+    assert len(item["details"]["per_class_accuracy"]) == 10
+
+
+def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    assert report["execution"]["sandbox"]["enabled"] is True
+    assert report["execution"]["parameters"]["TRAIN"] is False
+    assert all(c["status"] == "ok" for c in report["execution"]["cells"])
+    assert report["timings"]["total_s"] < 60
+
+
+def test_the_template_scores_zero() -> None:
+    report = grade(LAB / "backprop.ipynb")
+    assert report["score"] == 0.0
+    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    training = [c for c in report["execution"]["cells"] if c["status"] == "error"]
+    assert training and training[0]["error"]["ename"] == "NotImplementedError"
