@@ -37,6 +37,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "sample_fid": ("fid", False),
     "test_elbo": ("test_elbo_nats", True),
     "ar_test_nll": ("test_nll_nats", False),
+    "test_accuracy": ("test_accuracy", True),
 }
 
 

@@ -16,6 +16,7 @@ Values are float32-representable so a float32 fallback sees the same numbers.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -46,9 +47,7 @@ def _array(spec: dict[str, Any], shape: tuple[int, ...]) -> st.SearchStrategy[np
     if kind == "binary":
         return hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 1.0]))
     if kind == "digits":
-        from ..data import digits
-
-        pool = digits(spec.get("split", "test"), spec.get("form", "binary")).double().numpy()
+        pool = _digit_pool(spec.get("split", "test"), spec.get("form", "binary"))
         return st.lists(st.integers(0, len(pool) - 1), min_size=shape[0], max_size=shape[0]).map(
             lambda idx: pool[idx].reshape(shape))
     if kind == "integers":
@@ -64,12 +63,23 @@ def _array(spec: dict[str, Any], shape: tuple[int, ...]) -> st.SearchStrategy[np
     return hnp.arrays(np.float64, shape, elements=elements)
 
 
+@functools.lru_cache(maxsize=8)
+def _digit_pool(split: str, form: str) -> np.ndarray:
+    from ..data import digits
+
+    return digits(split, form).double().numpy()
+
+
 def input_sets(inputs: dict[str, Any], dims: dict[str, Any]
                ) -> st.SearchStrategy[dict[str, np.ndarray]]:
     """Dicts of named float64 arrays, as ``inputs`` and ``dims`` describe.
 
-    The drawn sizes ride along under the key ``_dims``.
+    The drawn sizes ride along under the key ``_dims``. Data pools are loaded here, not
+    inside a draw (hypothesis warns about imports and slow work during generation).
     """
+    for spec in inputs.values():
+        if spec.get("kind") == "digits":
+            _digit_pool(spec.get("split", "test"), spec.get("form", "binary"))
 
     @st.composite
     def draw(draw_fn: Callable[..., Any]) -> dict[str, np.ndarray]:
