@@ -17,7 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int
 _MAX_DEPTH = 16
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_ITEMS = 100_000
+_MAX_PROMPT = 4096            # bytes of one input_request the grader will read (remote objects)
+
+StdinHandler = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class KernelProxy:
         self.device = None if device in (None, "cpu") else device
         self.calls = 0
         self._installed = False
+        self._stdin_failure: Exception | None = None
 
     def install(self) -> None:
         """Send the kernel half of the protocol (probe_server.py) into the kernel."""
@@ -160,7 +164,8 @@ class KernelProxy:
         self._execute(code, expect_reply=False)
         self._installed = True
 
-    def request(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+    def request(self, op: str, timeout: float | None = None,
+                stdin_handler: StdinHandler | None = None, **fields: Any) -> Any:
         if not self._installed:
             self.install()
         nonce = secrets.token_hex(8)
@@ -168,7 +173,8 @@ class KernelProxy:
                              allow_nan=False)
         b64 = base64.b64encode(payload.encode()).decode("ascii")
         code = f"__import__('sys').modules['__grader_probe__'].handle({b64!r})"
-        reply = self._execute(code, expect_reply=True, timeout=timeout)
+        reply = self._execute(code, expect_reply=True, timeout=timeout,
+                              stdin_handler=stdin_handler)
         if not isinstance(reply, dict) or reply.get("nonce") != nonce:
             raise ProtocolError("the kernel's reply does not answer the request")
         if reply.get("ok") is True:
@@ -181,11 +187,33 @@ class KernelProxy:
 
     def call(self, target: Ref, *args: Any, seed: int | None = None, dtype: str | None = None,
              no_grad: bool = True, keep: bool = False, timeout: float | None = None,
-             **kwargs: Any) -> Any:
-        """``target(*args, **kwargs)`` in the kernel; the result as data (or a Handle)."""
+             stdin_handler: StdinHandler | None = None, **kwargs: Any) -> Any:
+        """``target(*args, **kwargs)`` in the kernel; the result as data (or a Handle).
+
+        ``stdin_handler`` answers the questions that remote objects (see :meth:`remote`)
+        ask during the call: it receives each question JSON-decoded (None when it is not
+        JSON) and returns a JSON-serialisable answer.
+        """
         return self.request("call", target=target.wire(), args=[encode(a) for a in args],
                             kwargs={k: encode(v) for k, v in kwargs.items()}, seed=seed,
-                            dtype=dtype, no_grad=no_grad, keep=keep, timeout=timeout)
+                            dtype=dtype, no_grad=no_grad, keep=keep, timeout=timeout,
+                            stdin_handler=stdin_handler)
+
+    def remote(self, attrs: dict[str, Any], methods: list[str], name: str = "Remote") -> Handle:
+        """An object in the kernel whose state lives in the grader.
+
+        It has the data attributes ``attrs`` (tensors, numbers) and the ``methods``;
+        calling ``obj.m(*args)`` in the kernel asks the grader over Jupyter's stdin
+        channel (``input()``) with ``{"method": m, "args": [...]}`` and returns the
+        answer's ``value`` (a JSON list becomes a tuple), or raises RuntimeError with
+        its ``error``. Only a call made with a ``stdin_handler`` can be answered.
+        ``name`` is the class name the kernel sees.
+        """
+        handle = self.request("remote", attrs={str(k): encode(v) for k, v in attrs.items()},
+                              methods=[str(m) for m in methods], name=name)
+        if not isinstance(handle, Handle):
+            raise ProtocolError("the kernel did not build the remote object")
+        return handle
 
     def call_with_grad(self, target: Ref, *args: Any, wrt: list[int], output: int | None = None,
                        cotangent: torch.Tensor | None = None, seed: int | None = None,
@@ -217,23 +245,28 @@ class KernelProxy:
             raise ProtocolError("load_checkpoint did not return a model")
         return handle
 
-    def _execute(self, code: str, *, expect_reply: bool, timeout: float | None = None) -> Any:
+    def _execute(self, code: str, *, expect_reply: bool, timeout: float | None = None,
+                 stdin_handler: StdinHandler | None = None) -> Any:
         client = self.session.client
         if client is None or not self.session.is_alive():
             raise KernelDied("the kernel is not running")
         limits = self.session.limits
         timeout = limits.call_timeout_s if timeout is None else timeout
         self.calls += 1
-        msg_id = client.execute(code, silent=False, store_history=False, allow_stdin=False,
-                                stop_on_error=False)
+        msg_id = client.execute(code, silent=False, store_history=False,
+                                allow_stdin=stdin_handler is not None, stop_on_error=False)
         deadline = time.monotonic() + timeout
         reply, error, budget = None, None, limits.reply_mb * 1024 * 1024 * 4 // 3
+        self._stdin_failure = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._abandon(timeout)
             try:
-                msg = client.get_iopub_msg(timeout=min(remaining, 1.0))
+                if stdin_handler is None:
+                    msg = client.get_iopub_msg(timeout=min(remaining, 1.0))
+                else:
+                    msg = self._next_iopub(client, min(remaining, 1.0), stdin_handler)
             except Exception:  # noqa: BLE001 - queue.Empty: check the kernel is alive
                 if not self.session.is_alive():
                     raise KernelDied("the kernel died during a call") from None
@@ -250,12 +283,64 @@ class KernelProxy:
                 error = content
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
+        if self._stdin_failure is not None:
+            raise self._stdin_failure
         if error is not None and expect_reply and reply is None:
             raise StudentException(str(error.get("ename"))[:200], str(error.get("evalue"))[:2000],
                                    _ANSI.sub("", "\n".join(error.get("traceback", [])))[-8000:])
         if expect_reply and reply is None:
             raise ProtocolError("the kernel finished the call without replying")
         return reply
+
+    def _next_iopub(self, client: Any, timeout: float, handler: StdinHandler) -> dict[str, Any]:
+        """The next iopub message, answering every stdin ``input_request`` meanwhile.
+
+        Raises queue.Empty (as ``get_iopub_msg`` does) when ``timeout`` passes first.
+        """
+        import queue
+
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(client.iopub_channel.socket, zmq.POLLIN)
+        poller.register(client.stdin_channel.socket, zmq.POLLIN)
+        end = time.monotonic() + timeout
+        while True:
+            wait_ms = max(0, int((end - time.monotonic()) * 1000))
+            ready = dict(poller.poll(wait_ms))
+            if client.stdin_channel.socket in ready:
+                failure = self._answer_stdin(client, client.get_stdin_msg(timeout=0), handler)
+                if failure is not None and self._stdin_failure is None:
+                    self._stdin_failure = failure
+            if client.iopub_channel.socket in ready:
+                return client.get_iopub_msg(timeout=0)
+            if not ready and time.monotonic() >= end:
+                raise queue.Empty
+
+    @staticmethod
+    def _answer_stdin(client: Any, msg: dict[str, Any], handler: StdinHandler
+                      ) -> Exception | None:
+        """Decode one untrusted ``input_request`` (bounded), ask ``handler``, reply.
+
+        Returns the handler's own exception (a grader bug), if it raised one.
+        """
+        if msg.get("msg_type") != "input_request":
+            return None
+        prompt = msg.get("content", {}).get("prompt", "")
+        question: Any = None
+        if isinstance(prompt, str) and len(prompt) <= _MAX_PROMPT:
+            try:
+                question = json.loads(prompt)
+            except ValueError:
+                question = None
+        try:
+            text = json.dumps(handler(question), allow_nan=False)
+        except Exception as exc:  # noqa: BLE001 - raised after the call (see _execute)
+            # the kernel waits for an answer whatever happens here
+            client.input(json.dumps({"ok": False, "error": "the grader could not answer"}))
+            return exc
+        client.input(text)
+        return None
 
     def _abandon(self, timeout: float) -> None:
         """A call overran: interrupt; if the kernel stays busy, kill it."""

@@ -1,0 +1,99 @@
+"""Every bundled active-inference example graded in the sandbox, with its expected outcome.
+
+A correct example gets every point; each bug fails exactly the items listed and keeps the
+rest; the message names the property and, for drawn inputs, the shrunk model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.pipeline import grade
+from grader.rubric import load_rubric
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "assignments" / "active_inference" / "examples"
+ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "active_inference.yaml").items]
+
+# example -> {item id: words its message must contain}; every other item passes.
+EXPECTED: dict[str, dict[str, str]] = {
+    "correct": {},
+    "different": {},
+    "bug_posterior_not_normalised": {
+        "infer_states_matches_reference": "expected 1", "infer_states_zeros": "expected 1",
+        "infer_states_normalised": "sum to 0.5"},
+    "bug_free_energy_swapped": {"free_energy_bound": "at the exact posterior",
+                                "free_energy_exact": "KL(q || posterior)"},
+    "bug_efe_no_ambiguity": {
+        "efe_matches_reference": "expected 0.693", "efe_zeros": "expected 0.693",
+        "select_policy_matches_reference": "off by", "select_policy_gamma": "off by",
+        "run_agent_tmaze": "too rarely"},
+    "bug_softmax_plus_gamma": {"select_policy_matches_reference": "off by",
+                               "select_policy_gamma": "off by",
+                               "run_agent_tmaze": "0 of 40 episodes"},
+}
+
+
+def test_every_example_folder_has_an_expectation() -> None:
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len([f for f in folders if f.startswith("bug_")]) >= 4
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, grade(EXAMPLES / request.param)
+
+
+def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
+    assert list(outcomes) == ITEMS
+    failing = {k for k, v in outcomes.items() if v != "passed"}
+    assert failing == set(EXPECTED[name]), {i["id"]: i["message"] for i in report["items"]
+                                           if i["id"] in failing ^ set(EXPECTED[name])}
+    for item in report["items"]:
+        if item["id"] in EXPECTED[name]:
+            assert item["outcome"] == "failed", item
+            assert EXPECTED[name][item["id"]] in item["message"], item["message"]
+            assert item["score"] < item["max_score"]
+        else:
+            assert item["score"] == item["max_score"], item
+    assert not any(i["needs_review"] for i in report["items"])
+
+
+def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]
+                                                                 ) -> None:
+    _, report = graded
+    for item in report["items"]:
+        if item["outcome"] == "failed" and item["check"] != "agent_episodes":
+            assert item["counterexample"]["inputs"], item
+
+
+def test_the_agent_item_reads_the_graders_record(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    item = next(i for i in report["items"] if i["id"] == "run_agent_tmaze")
+    details = item["details"]
+    assert details["episodes"] == 40 and details["requested_episodes"] == 40
+    if name in ("correct", "different"):
+        assert details["correct_arm"] == 40 and details["cue_visited"] == 40
+        assert details["reported_totals_match"] is True
+
+
+def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    assert report["execution"]["sandbox"]["enabled"] is True
+    assert report["execution"]["parameters"]["TRAIN"] is False
+    assert all(c["status"] == "ok" for c in report["execution"]["cells"])
+    assert report["timings"]["total_s"] < 30
+
+
+def test_the_template_scores_zero() -> None:
+    report = grade(REPO / "assignments" / "active_inference" / "active_inference.ipynb")
+    assert report["score"] == 0.0
+    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    assert all("NotImplementedError" in i["message"] for i in report["items"]), \
+        [i["message"] for i in report["items"]]
