@@ -33,3 +33,24 @@ def make_submission(tmp_path: Path) -> Callable[..., Path]:
         return build_submission(tmp_path / f"sub{next(counter)}", *extra, checkpoint=checkpoint)
 
     return make
+
+
+def assert_example_outcomes(report: dict, expected: dict[str, str], items: list[str]) -> None:
+    """A graded example fails exactly the items in ``expected`` and keeps every other point.
+
+    ``expected`` maps each failing item id to words its message must contain; ``items`` is
+    the rubric's item order. No item may need review (a grader-internal error).
+    """
+    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
+    assert list(outcomes) == items
+    failing = {k for k, v in outcomes.items() if v != "passed"}
+    assert failing == set(expected), {i["id"]: i["message"] for i in report["items"]
+                                      if i["id"] in failing ^ set(expected)}
+    for item in report["items"]:
+        if item["id"] in expected:
+            assert item["outcome"] == "failed", item
+            assert expected[item["id"]] in item["message"], item["message"]
+            assert item["score"] < item["max_score"]
+        else:
+            assert item["score"] == item["max_score"], item
+    assert not any(i["needs_review"] for i in report["items"])

@@ -13,6 +13,8 @@ import pytest
 from grader.pipeline import grade
 from grader.rubric import load_rubric
 
+from conftest import assert_example_outcomes
+
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "assignments" / "active_inference" / "examples"
@@ -50,19 +52,7 @@ def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
 
 def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
     name, report = graded
-    outcomes = {i["id"]: i["outcome"] for i in report["items"]}
-    assert list(outcomes) == ITEMS
-    failing = {k for k, v in outcomes.items() if v != "passed"}
-    assert failing == set(EXPECTED[name]), {i["id"]: i["message"] for i in report["items"]
-                                           if i["id"] in failing ^ set(EXPECTED[name])}
-    for item in report["items"]:
-        if item["id"] in EXPECTED[name]:
-            assert item["outcome"] == "failed", item
-            assert EXPECTED[name][item["id"]] in item["message"], item["message"]
-            assert item["score"] < item["max_score"]
-        else:
-            assert item["score"] == item["max_score"], item
-    assert not any(i["needs_review"] for i in report["items"])
+    assert_example_outcomes(report, EXPECTED[name], ITEMS)
 
 
 def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]

@@ -29,7 +29,7 @@ _CHUNK = 4096
 
 def _model(ctx: CheckContext, params: dict[str, Any]) -> Handle:
     spec = params.get("model", {"class": "PixelAR", "checkpoint": None})
-    return ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
+    return ctx.model(spec)
 
 
 def _data(params: dict[str, Any]) -> torch.Tensor:

@@ -46,8 +46,7 @@ def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, list
 def check_test_accuracy(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test accuracy of the trained classifier (grader's argmax), credited linearly."""
     spec = params.get("model", {"class": "MLP", "checkpoint": None})
-    model: Handle | Attr = ctx.model(spec["class"], spec.get("checkpoint"),
-                                     tuple(spec.get("args", [])))
+    model: Handle | Attr = ctx.model(spec)
     for name in filter(None, str(spec.get("attr", "")).split(".")):
         model = Attr(model, name)
     if params.get("method"):

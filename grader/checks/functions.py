@@ -48,7 +48,7 @@ def target(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int] | Non
             ref = ctx.kernel.call(Attr(ref, "to"), ctx.device, keep=True)
     elif "model" in params:
         spec = params["model"]
-        ref = ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
+        ref = ctx.model(spec)
         for name in filter(None, str(spec.get("attr", "")).split(".")):
             ref = Attr(ref, name)
     else:

@@ -84,7 +84,7 @@ class CheckContext:
     seed: int
     max_examples: int = 30
     device: str = "cpu"
-    _models: dict[tuple[str, str], Handle] = field(default_factory=dict)
+    _models: dict[tuple[str, str, tuple[Any, ...]], Handle] = field(default_factory=dict)
     _names: dict[str, bool] = field(default_factory=dict)
 
     def require(self, *names: str) -> None:
@@ -100,17 +100,23 @@ class CheckContext:
                     raise
                 self._names[name] = True
 
-    def model(self, cls: str, checkpoint: str | None, args: tuple[Any, ...] = ()) -> Handle:
-        """The student's ``cls(*args)``, loaded from ``checkpoint`` (cached), in eval mode."""
-        key = (cls, checkpoint or "")
+    def model(self, spec: dict[str, Any]) -> Handle:
+        """The student's model a rubric ``model:`` spec names, built in the kernel (cached).
+
+        ``spec`` is ``{class, checkpoint, args}``: ``class(*args)`` loaded from
+        ``checkpoint`` with ``weights_only=True`` and put in eval mode, or, without a
+        checkpoint, freshly built under the grader's seed.
+        """
+        cls, checkpoint = spec["class"], spec.get("checkpoint")
+        args = tuple(spec.get("args", []))
+        key = (cls, checkpoint or "", args)
         if key not in self._models:
             self.require(cls)
             if checkpoint:
                 self._models[key] = self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
             else:
                 torch.manual_seed(self.seed)
-                handle = self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
-                self._models[key] = handle
+                self._models[key] = self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
         return self._models[key]
 
     def ref(self, name: str) -> Any:

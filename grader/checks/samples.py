@@ -53,7 +53,7 @@ _SAMPLING = ("model", "method", "n", "binarize", "value_range")
 def draw_samples(ctx: CheckContext, params: dict[str, Any]) -> torch.Tensor | Verdict:
     """``model.sample(n)`` from the kernel, validated and mapped to [0, 1] (or a failure)."""
     spec = params.get("model", {"class": "VAE", "checkpoint": None})
-    model = ctx.model(spec["class"], spec.get("checkpoint"), tuple(spec.get("args", [])))
+    model = ctx.model(spec)
     n = int(params.get("n", 1000))
     samples = ctx.kernel.call(Attr(model, params.get("method", "sample")), n, seed=ctx.seed)
     if not torch.is_tensor(samples) or tuple(samples.shape) != (n, 1, 8, 8):
