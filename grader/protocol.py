@@ -234,6 +234,18 @@ class KernelProxy:
             raise ProtocolError("gradient reply has the wrong number of gradients")
         return reply["value"], grads
 
+    def instrument(self, module: str, name: str, *args: Any) -> Handle:
+        """Build ``grader.instruments.<module>.<name>(*args)`` in the kernel.
+
+        Instruments are trusted modules with behaviour the grader knows exactly (see
+        ``grader/instruments/``); checks hand them to the student's functions.
+        """
+        handle = self.request("instrument", module=module, name=name,
+                              args=[encode(a) for a in args])
+        if not isinstance(handle, Handle):
+            raise ProtocolError(f"instrument {module}.{name} did not return an object")
+        return handle
+
     def get(self, target: Ref, *, keep: bool = False) -> Any:
         return self.request("get", target=target.wire(), keep=keep)
 

@@ -226,3 +226,27 @@ def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_instruments_are_built_in_the_kernel_and_unknown_names_refused() -> None:
+    import torch
+
+    from grader.errors import StudentException
+
+    record, _, session = run_cells(
+        "import torch\ndef grad_of(f, x):\n    x = x.clone().requires_grad_(True)\n"
+        "    f(x).sum().backward()\n    return x.grad")
+    try:
+        kernel = KernelProxy(session)
+        w = torch.arange(4, dtype=torch.float64)
+        critic = kernel.instrument("basic", "AffineCritic", w, 0.5)
+        x = torch.ones(3, 1, 2, 2, dtype=torch.float64)
+        assert torch.equal(kernel.call(critic, x), torch.full((3,), 6.5, dtype=torch.float64))
+        assert torch.equal(kernel.call(Name("grad_of"), critic, x, no_grad=False),
+                           w.reshape(1, 1, 2, 2).expand(3, 1, 2, 2))
+        for module, name in (("basic", "nn"), ("basic", "_private"), ("os", "system"),
+                             ("..sandbox", "x")):
+            with pytest.raises(StudentException, match="instrument|No module"):
+                kernel.instrument(module, name)
+    finally:
+        session.close()

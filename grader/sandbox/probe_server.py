@@ -216,6 +216,28 @@ def _remote(req):
     return _store(obj)
 
 
+def _instrument(req):
+    """Build a trusted test instrument of ``grader.instruments.<module>`` in the kernel.
+
+    Instruments are small modules whose exact behaviour the grader knows (a critic with
+    a known gradient, an exact denoiser): the student's functions are called on them.
+    Whatever the kernel does with them, the grader checks what comes back.
+    """
+    import importlib
+
+    module, name = str(req["module"]), str(req["name"])
+    if not (module.isidentifier() and name.isidentifier()) or name.startswith("_"):
+        raise ValueError(f"bad instrument {module}.{name}")
+    mod = importlib.import_module(f"grader.instruments.{module}")
+    if name not in getattr(mod, "__all__", ()):
+        raise ValueError(f"grader.instruments.{module} has no instrument {name}")
+    obj = getattr(mod, name)(*_decode(req.get("args", [])))
+    device = req.get("device")
+    if device and hasattr(obj, "to"):
+        obj = obj.to(device)
+    return _store(obj)
+
+
 def _dispatch(req):
     op = req["op"]
     if op == "call":
@@ -227,6 +249,8 @@ def _dispatch(req):
         return _load_checkpoint(req)
     if op == "remote":
         return _remote(req)
+    if op == "instrument":
+        return _instrument(req)
     if op == "release":
         for key in req["handles"]:
             _handles.pop(key, None)
