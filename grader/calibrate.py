@@ -67,9 +67,13 @@ class Anchor:
         self.full_at = round(worst - sign * margin, 2)
 
 
-def reference_submission(course: Path, rubric: Rubric, folder: Path) -> Path:
-    """A submission folder: the reference's source as a notebook, its checkpoints beside."""
-    source = (course / rubric.reference).read_text()
+def reference_submission(course: Path, rubric: Rubric, folder: Path,
+                         source: str | None = None) -> Path:
+    """A submission folder: the reference's source as a notebook, its checkpoints beside.
+
+    ``source`` replaces the reference's source (a mutant of it).
+    """
+    source = (course / rubric.reference).read_text() if source is None else source
     nb = nbformat.v4.new_notebook(metadata={"grader": {"assignment": rubric.assignment}})
     nb.cells = [nbformat.v4.new_code_cell("TRAIN = False\nSEED = 0\nDEVICE = 'cpu'",
                                           metadata={"tags": ["parameters"]}),

@@ -4,6 +4,14 @@
     grader grade SUBMISSION --out DIR    a TA's grading: every item, report.json + report.html
     grader demo                          grade the bundled examples on the embedded data
     grader calibrate LAB [--write]       anchors of threshold items from reference runs
+
+  the lecturer's workflow (docs/lecturer-guide.md):
+    grader new LAB [--from NOTEBOOK]     scaffold a lab (or convert an nbgrader notebook)
+    grader build LAB                     template + reference from reference/LAB.ipynb
+    grader lint [LAB ...]                the rubrics' mistakes, with file, line and fix
+    grader validate LAB [LAB ...]        reference = full marks, template = 0, every example
+                                         and mutant loses exactly its items
+    grader release LAB --out DIR         the student kit, refused if its leak scan finds any
 """
 
 from __future__ import annotations
@@ -57,6 +65,34 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seeds", type=int, default=5, help="reference runs (default 5)")
     cal.add_argument("--write", action="store_true", help="write the anchors into the rubric")
     cal.add_argument("--course", help="course folder (default: the current folder)")
+
+    new = sub.add_parser("new", help="scaffold a lab: solution notebook, rubric, examples")
+    new.add_argument("lab")
+    new.add_argument("--from", dest="from_notebook", help="an nbgrader solution notebook "
+                                                          "(### BEGIN SOLUTION markers)")
+    new.add_argument("--title", help="the lab's title")
+    new.add_argument("--course", help="course folder (default: the current folder)")
+
+    build = sub.add_parser("build", help="template and reference from reference/LAB.ipynb")
+    build.add_argument("lab")
+    build.add_argument("--course", help="course folder (default: the current folder)")
+
+    lint = sub.add_parser("lint", help="check rubrics: names, anchors, points")
+    lint.add_argument("labs", nargs="*", help="labs (default: every rubric)")
+    lint.add_argument("--course", help="course folder (default: the current folder)")
+
+    val = sub.add_parser("validate", help="prove a rubric: reference, template, examples, "
+                                          "mutants")
+    val.add_argument("labs", nargs="+")
+    val.add_argument("--jobs", type=int, help="parallel gradings (default: the cores)")
+    val.add_argument("--markdown", help="also write the matrices as Markdown to this file")
+    val.add_argument("--course", help="course folder (default: the current folder)")
+    val.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
+
+    rel = sub.add_parser("release", help="write the student kit after a leak scan")
+    rel.add_argument("lab")
+    rel.add_argument("--out", required=True, help="folder; the kit goes to OUT/LAB")
+    rel.add_argument("--course", help="course folder (default: the current folder)")
 
     demo = sub.add_parser("demo", help="grade the bundled example submissions")
     demo.add_argument("--out", default="grader-demo", help="where the reports go "
@@ -161,6 +197,114 @@ def _calibrate(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _new(args: argparse.Namespace, console: Console) -> int:
+    from .authoring import new_lab
+
+    course = Path(args.course or ".").resolve()
+    if not (course / "rubrics").is_dir():
+        (course / "rubrics").mkdir(parents=True)
+    files = new_lab(course, args.lab, title=args.title,
+                    from_notebook=Path(args.from_notebook) if args.from_notebook else None)
+    for path in files:
+        console.print(f"wrote {path.relative_to(course)}")
+    console.print(f"next: edit reference/{args.lab}.ipynb and rubrics/{args.lab}.yaml, then "
+                  f"`grader build {args.lab}`, `grader lint {args.lab}`, "
+                  f"`grader validate {args.lab}` (docs/lecturer-guide.md)")
+    return EXIT_OK
+
+
+def _build(args: argparse.Namespace, console: Console) -> int:
+    from .authoring import build_lab
+    from .pipeline import find_course
+
+    course = find_course(args.course)
+    for path in build_lab(course, args.lab):
+        console.print(f"wrote {path.relative_to(course)}")
+    return EXIT_OK
+
+
+def _lint(args: argparse.Namespace, console: Console) -> int:
+    from .authoring import lint
+    from .pipeline import find_course
+
+    course = find_course(args.course)
+    errors = 0
+    for path, findings in lint(course, args.labs or None).items():
+        for f in findings:
+            errors += f.severity == "error"
+            style = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{style}]{f}[/]", highlight=False)
+        if not findings:
+            console.print(f"[green]{path.relative_to(course)}: ok[/]")
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def _validate(args: argparse.Namespace, console: Console) -> int:
+    from .authoring import validate
+    from .pipeline import find_course
+
+    course = find_course(args.course)
+    results = []
+    for lab in args.labs:
+        with console.status(f"validating {lab}…") as status:
+            result = validate(lab, course=course, jobs=args.jobs,
+                              sandbox=not args.unsafe_no_sandbox,
+                              progress=lambda msg: console.print(msg, highlight=False)
+                              if status else None)
+        results.append(result)
+        table = Table(title=f"validate {lab}: items (columns) by submissions (rows)")
+        table.add_column("submission", no_wrap=True)
+        for n, _ in enumerate(result.items, 1):
+            table.add_column(str(n), justify="center")
+        table.add_column("score", justify="right")
+        for row in result.rows:
+            cells = [_matrix_cell(row, item) for item in result.items]
+            table.add_row(f"{row.kind}: {row.name}", *cells, f"{row.score:.4g}")
+        console.print(table)
+        console.print("items: " + ", ".join(f"{n} {i}" for n, i in enumerate(result.items, 1)),
+                      highlight=False)
+        console.print("✓ passed, ✗ lost points as expected, [bold red]!✗[/] lost points "
+                      "unexpectedly, [bold red]!✓[/] passed but should not have")
+        killed, total = result.mutation_score
+        console.print(f"mutation score: {killed}/{total}")
+        for row in result.rows:
+            for problem in row.problems:
+                console.print(f"[red]{row.kind} {row.name}:[/] {problem}", highlight=False)
+        console.print(f"[{'green' if result.ok else 'red'}]{lab}: "
+                      f"{'valid' if result.ok else 'NOT valid'}[/]")
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(f"## {r.lab}\n\n{r.markdown()}"
+                                                    for r in results) + "\n")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _matrix_cell(row: Any, item: str) -> str:
+    from .authoring.validate import _cell
+
+    text = _cell(row, item)
+    if text.startswith("**!"):
+        return "[bold red]!✓[/]" if text == "**!pass**" else "[bold red]!✗[/]"
+    return "[green]✓[/]" if text == "pass" else "[yellow]✗[/]"
+
+
+def _release(args: argparse.Namespace, console: Console) -> int:
+    from .authoring import ReleaseRefused, release
+    from .pipeline import find_course
+
+    course = find_course(args.course)
+    try:
+        kit = release(course, args.lab, Path(args.out))
+    except ReleaseRefused as exc:
+        console.print(f"[red]refused:[/] {exc}", highlight=False)
+        return EXIT_FAILED
+    console.print(f"released {args.lab}: {kit} (leak scan clean)")
+    return EXIT_OK
+
+
+_COMMANDS = {"new": _new, "build": _build, "lint": _lint, "validate": _validate,
+             "release": _release}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
@@ -169,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args, console)
         if args.command == "calibrate":
             return _calibrate(args, console)
+        if args.command in _COMMANDS:
+            return _COMMANDS[args.command](args, console)
         report = _grade(args, args.submission, args.command == "check", console)
         _table(report, console)
         if args.out:

@@ -24,7 +24,7 @@ __all__ = ["Item", "Rubric", "load_rubric", "VISIBILITIES", "PARTIAL_RULES"]
 VISIBILITIES = ("public", "hidden")
 PARTIAL_RULES = ("all_or_nothing", "proportional")
 _TOP_KEYS = {"assignment", "title", "notebook", "reference", "checkpoints", "parameters",
-             "limits", "seed", "max_examples", "items", "description"}
+             "limits", "seed", "max_examples", "items", "description", "total_points"}
 _ITEM_KEYS = {"id", "title", "points", "visibility", "check", "params", "partial", "hint"}
 
 
@@ -57,6 +57,7 @@ class Rubric:
     seed: int = 0
     max_examples: int = 30
     description: str = ""
+    total_points: float | None = None
     path: Path = Path()
     sha256: str = ""
 
@@ -212,6 +213,14 @@ def load_rubric(path: Path) -> Rubric:
     seen: set[str] = set()
     items = tuple(_item(path, node, i, seen) for i, node in enumerate(items_node))
     assignment = _require(path, doc, "assignment", str)
+    declared = doc.get("total_points")
+    if declared is not None:
+        summed = sum(i.points for i in items)
+        if not isinstance(declared, (int, float)) or abs(summed - declared) > 1e-9:
+            raise RubricError(path, f"the items' points add up to {summed:g}, not the declared "
+                              f"total_points {declared!r}", line=_line(doc, "total_points"),
+                              key="total_points", hint="fix the points of an item, or set "
+                              f"total_points: {summed:g}")
     return Rubric(
         assignment=assignment, title=str(doc.get("title", assignment)),
         notebook=str(doc.get("notebook", f"{assignment}.ipynb")),
@@ -220,4 +229,5 @@ def load_rubric(path: Path) -> Rubric:
         parameters=_plain(doc.get("parameters") or {}), limits=_limits(path, doc.get("limits")),
         seed=int(doc.get("seed", 0)), max_examples=int(doc.get("max_examples", 30)),
         description=str(doc.get("description", "")), path=path,
+        total_points=None if declared is None else float(declared),
         sha256=hashlib.sha256(text.encode()).hexdigest())

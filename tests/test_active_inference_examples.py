@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.authoring import load_expectations
 from grader.pipeline import grade
 from grader.rubric import load_rubric
 
@@ -21,22 +22,8 @@ EXAMPLES = REPO / "assignments" / "active_inference" / "examples"
 ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "active_inference.yaml").items]
 
 # example -> {item id: words its message must contain}; every other item passes.
-EXPECTED: dict[str, dict[str, str]] = {
-    "correct": {},
-    "different": {},
-    "bug_posterior_not_normalised": {
-        "infer_states_matches_reference": "expected 1", "infer_states_zeros": "expected 1",
-        "infer_states_normalised": "sum to 0.5"},
-    "bug_free_energy_swapped": {"free_energy_bound": "at the exact posterior",
-                                "free_energy_exact": "KL(q || posterior)"},
-    "bug_efe_no_ambiguity": {
-        "efe_matches_reference": "expected 0.693", "efe_zeros": "expected 0.693",
-        "select_policy_matches_reference": "off by", "select_policy_gamma": "off by",
-        "run_agent_tmaze": "too rarely"},
-    "bug_softmax_plus_gamma": {"select_policy_matches_reference": "off by",
-                               "select_policy_gamma": "off by",
-                               "run_agent_tmaze": "0 of 40 episodes"},
-}
+# The expectations live beside the examples, where `grader validate` reads them.
+EXPECTED = load_expectations(EXAMPLES.parent, set(ITEMS)).examples
 
 
 def test_every_example_folder_has_an_expectation() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.authoring import load_expectations
 from grader.pipeline import grade
 from grader.rubric import load_rubric
 
@@ -23,23 +24,8 @@ EXAMPLES = LAB / "examples"
 ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "autoregressive.yaml").items]
 
 # example -> {item id: words its message must contain}; every other item passes.
-EXPECTED: dict[str, dict[str, str]] = {
-    "correct": {},
-    "different": {},
-    "bug_lstm_gate_order": {"lstm_matches_torch": "differs from torch.nn.LSTMCell"},
-    "bug_lstm_forget_on_h": {"lstm_matches_torch": "forward(x, (h, c)) differs"},
-    "bug_gru_reset_bias": {"gru_matches_torch": "differs from torch.nn.GRUCell"},
-    "bug_causal_conv_both_sides": {
-        "conv_causal": "depends on the input at position 1",
-        "conv_strict_causal": "depends on the input at position",
-        "conv_receptive_field": "it sees the future"},
-    "bug_include_current_ignored": {"conv_strict_causal": "depends on the input at position 0"},
-    "bug_attention_sees_next": {"attention_causal": "depends on the input at position 1"},
-    "bug_pixel_ar_sees_current": {
-        "pixel_ar_causal": "output position 1 (batch row 0) depends on the input at position 1",
-        "pixel_ar_sample": "computed from the pixels already drawn",
-        "pixel_ar_test_nll": "not a likelihood"},
-}
+# The expectations live beside the examples, where `grader validate` reads them.
+EXPECTED = load_expectations(EXAMPLES.parent, set(ITEMS)).examples
 
 
 def test_every_example_folder_has_an_expectation() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.authoring import load_expectations
 from grader.pipeline import grade
 from grader.rubric import load_rubric
 
@@ -23,20 +24,8 @@ EXAMPLES = LAB / "examples"
 ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "backprop.yaml").items]
 
 # example -> {item id: words its message must contain}; every other item passes.
-EXPECTED: dict[str, dict[str, str]] = {
-    "correct": {},
-    "different": {},
-    "bug_grad_w_transposed": {
-        "linear_backward": "the gradient w.r.t. `W` (output 1) has shape",
-        "linear_backward_square": "the gradient w.r.t. `W` (output 1) differs from autograd"},
-    "bug_grad_b_not_summed": {
-        "linear_backward": "sum over the batch",
-        "linear_backward_square": "sum over the batch"},
-    "bug_softmax_no_max_shift": {"softmax_stable": "overflow"},
-    "bug_true_convolution": {"conv2d_matches_reference": "off by",
-                             "conv2d_stride_padding": "off by"},
-    "bug_undertrained_mlp": {"mlp_test_accuracy": "test accuracy 0.69"},
-}
+# The expectations live beside the examples, where `grader validate` reads them.
+EXPECTED = load_expectations(EXAMPLES.parent, set(ITEMS)).examples
 
 
 def test_every_example_folder_has_an_expectation() -> None:

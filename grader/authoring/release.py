@@ -1,0 +1,269 @@
+"""``grader release LAB --out DIR``: the student kit, and the proof that it leaks nothing.
+
+The kit (``DIR/LAB/``) holds the template notebook, ``rubrics/LAB.yaml`` with the public
+items only (comments dropped: they may discuss hidden items), and a README. Before the kit
+is moved into place a scan proves it holds
+
+- no reference code: no statement of a reference function body, and no function whose body
+  is the reference's, appears in the kit's code;
+- no solution text: no line of a solution region of the solution notebook, no marker;
+- no hidden item: no id or title of a hidden item, and the kit's rubric loads with public
+  items only;
+- no reference checkpoint, and no file of a type a kit does not need.
+
+A scan with findings refuses the release and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import nbformat
+import yaml
+
+from ..errors import CourseError
+from ..rubric import Rubric, load_rubric
+from .markers import has_marker, solution_regions
+from .scaffold import solution_path
+
+__all__ = ["Leak", "ReleaseRefused", "release", "scan_kit"]
+
+_KIT_SUFFIXES = {".ipynb", ".yaml", ".md", ".json", ".txt"}
+_MIN_STATEMENT = 24          # shorter statements (`return x`, `h = self.fc(x)`) are not evidence
+_MIN_SOLUTION_LINE = 16
+_TRIVIAL = re.compile(r"^self\.(\w+) = \1$|^super\(\)\.__init__\(\)$")  # in any answer
+
+
+@dataclass(frozen=True)
+class Leak:
+    file: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.what}"
+
+
+class ReleaseRefused(CourseError):
+    """The kit failed its leak scan; nothing was written."""
+
+    def __init__(self, lab: str, leaks: list[Leak]) -> None:
+        self.leaks = leaks
+        shown = "\n".join(f"  {leak}" for leak in leaks[:30])
+        more = f"\n  ... and {len(leaks) - 30} more" if len(leaks) > 30 else ""
+        super().__init__(f"the kit of {lab} failed its leak scan ({len(leaks)} finding(s)); "
+                         f"nothing was released:\n{shown}{more}")
+
+
+def _functions(tree: ast.Module) -> dict[str, tuple[str, set[str]]]:
+    """Qualified name (``f``, ``Class.method``) -> (its body, its statements).
+
+    Docstrings are left out; statements shorter than ``_MIN_STATEMENT`` characters and
+    stubs (``raise NotImplementedError``) are not evidence of anything.
+    """
+    out: dict[str, tuple[str, set[str]]] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = [b for b in child.body
+                        if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+                text = "\n".join(ast.unparse(b) for b in body)
+                statements = {ast.unparse(st).split("\n")[0] for b in body for st in ast.walk(b)
+                              if isinstance(st, ast.stmt)
+                              and not isinstance(st, (ast.FunctionDef, ast.ClassDef))}
+                statements = {t for t in statements if len(t) >= _MIN_STATEMENT
+                              and "NotImplementedError" not in t and not _TRIVIAL.match(t)}
+                if "NotImplementedError" in text or len(text) < _MIN_STATEMENT:
+                    text = ""
+                out[f"{prefix}{child.name}"] = (text, statements)
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(tree, "")
+    return out
+
+
+def _kit_code(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        nb = nbformat.read(path, as_version=4)
+        tm = TransformerManager()
+        return "\n".join(tm.transform_cell(c.source) for c in nb.cells if c.cell_type == "code")
+    return path.read_text() if path.suffix == ".py" else ""
+
+
+def _kit_text(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        nb = nbformat.read(path, as_version=4)
+        return "\n".join(c.source for c in nb.cells)
+    return path.read_text(errors="replace")
+
+
+def scan_kit(kit: Path, course: Path, rubric: Rubric, given: Iterable[str] = ()
+             ) -> list[Leak]:
+    """Every leak found in the kit folder ``kit`` of ``rubric``'s lab.
+
+    ``given`` names the reference functions (``f``, ``Class.method``) that the template
+    hands out complete on purpose: their code is not secret.
+    """
+    leaks: list[Leak] = []
+    reference = _functions(ast.parse((course / rubric.reference).read_text()))
+    given = set(given or ())
+    secret_bodies = {body for name, (body, _) in reference.items() if body and name not in given}
+    secret_statements = set().union(*(st for name, (_, st) in reference.items()
+                                      if name not in given)) - set().union(
+        *(st for name, (_, st) in reference.items() if name in given))
+    solution = solution_path(course, rubric.assignment)
+    solution_lines: set[str] = set()
+    if solution.is_file():
+        for cell in nbformat.read(solution, as_version=4).cells:
+            for region in solution_regions(cell.source):
+                solution_lines |= {ln.strip() for ln in region.splitlines()
+                                   if len(ln.strip()) >= _MIN_SOLUTION_LINE}
+    hidden = [i for i in rubric.items if i.visibility == "hidden"]
+    checkpoints = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name
+                   for p in (course / "reference" / "checkpoints").glob("*") if p.is_file()}
+    for path in sorted(p for p in kit.rglob("*")):
+        rel = str(path.relative_to(kit))
+        if path.is_symlink() or not path.is_file():
+            if path.is_symlink():
+                leaks.append(Leak(rel, "a symbolic link (a kit holds plain files only)"))
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() in checkpoints:
+            leaks.append(Leak(rel, f"is the reference checkpoint "
+                                   f"{checkpoints[hashlib.sha256(path.read_bytes()).hexdigest()]}"))
+            continue
+        if path.suffix not in _KIT_SUFFIXES:
+            leaks.append(Leak(rel, f"a {path.suffix or 'suffix-less'} file has no place in a "
+                                   f"kit (allowed: {', '.join(sorted(_KIT_SUFFIXES))})"))
+            continue
+        leaks += _scan_file(path, rel, secret_statements, secret_bodies, solution_lines, hidden)
+    leaks += _scan_rubric(kit / "rubrics" / f"{rubric.assignment}.yaml", rubric)
+    return leaks
+
+
+def _scan_file(path: Path, rel: str, statements: set[str], bodies: set[str],
+               solution_lines: set[str], hidden: list) -> list[Leak]:
+    leaks = []
+    code = _kit_code(path)
+    if code:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            tree = None
+        if tree is not None:
+            found = _functions(tree)
+            kit_statements = set().union(*(st for _, st in found.values()))
+            for text in sorted(kit_statements & statements):
+                leaks.append(Leak(rel, f"reference code: `{text[:100]}`"))
+            for name, (body, _) in sorted(found.items()):
+                if body and body in bodies:
+                    leaks.append(Leak(rel, f"`{name}` is implemented exactly as in the "
+                                           "reference (if the template gives it on purpose, "
+                                           "list it under release.given in expected.yaml)"))
+    text = _kit_text(path)
+    for line in sorted(solution_lines):
+        if line in text:
+            leaks.append(Leak(rel, f"solution text: `{line[:100]}`"))
+    if has_marker(text):
+        leaks.append(Leak(rel, "a solution marker (### BEGIN/END SOLUTION or HIDDEN TESTS) "
+                               "is left in"))
+    for item in hidden:
+        for word in (item.id, item.title):
+            if word and len(word) >= 6 and word in text:
+                leaks.append(Leak(rel, f"names the hidden item `{item.id}`"))
+                break
+    return leaks
+
+
+def _scan_rubric(path: Path, rubric: Rubric) -> list[Leak]:
+    if not path.is_file():
+        return [Leak(str(path.name), "the kit has no rubric")]
+    try:
+        kit_rubric = load_rubric(path)
+    except CourseError as exc:
+        return [Leak(path.name, f"the kit's rubric does not load: {exc}")]
+    hidden = [i.id for i in kit_rubric.items if i.visibility != "public"]
+    public = {i.id for i in rubric.items if i.visibility == "public"}
+    extra = sorted({i.id for i in kit_rubric.items} - public)
+    return ([Leak(path.name, f"hidden items {', '.join(hidden)}")] if hidden else []) + \
+           ([Leak(path.name, f"items not public in the course rubric: {', '.join(extra)}")]
+            if extra else [])
+
+
+def _public_rubric(rubric: Rubric) -> str:
+    doc = yaml.safe_load(rubric.path.read_text())
+    doc["items"] = [i for i in doc["items"] if i.get("visibility", "public") == "public"]
+    if not doc["items"]:
+        raise CourseError(f"{rubric.path}: no public item; a kit needs at least one so that "
+                          "`grader check` has something to check")
+    doc["total_points"] = sum(i["points"] for i in doc["items"])
+    header = (f"# The public items of the {rubric.assignment} lab: what `grader check` runs.\n"
+              "# Hidden items count too when your submission is graded.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _readme(rubric: Rubric) -> str:
+    public = [i for i in rubric.items if i.visibility == "public"]
+    rows = "\n".join(f"| `{i.id}` | {i.points:g} | {i.title} |" for i in public)
+    files = ", ".join(f"`{c}`" for c in rubric.checkpoints) or "none"
+    return (f"# {rubric.title}: student kit\n\n"
+            f"Complete `{rubric.notebook}` and hand it in with these checkpoints: {files}.\n\n"
+            f"Check your work before submitting (from this folder):\n\n"
+            f"    grader check {rubric.notebook}\n\n"
+            f"It runs your notebook in a sandbox and checks the public items below on inputs "
+            f"the grader chooses; a failure shows the smallest input that breaks it. Hidden "
+            f"items are checked too when your submission is graded.\n\n"
+            f"| item | points | property |\n|---|---|---|\n{rows}\n")
+
+
+def _given(course: Path, lab: str) -> list[str]:
+    """``release.given`` of the lab's expected.yaml: functions the template gives complete."""
+    path = course / "assignments" / lab / "expected.yaml"
+    if not path.is_file():
+        return []
+    doc = yaml.safe_load(path.read_text()) or {}
+    given = (doc.get("release") or {}).get("given") or []
+    if not isinstance(given, list) or not all(isinstance(g, str) for g in given):
+        raise CourseError(f"{path}: `release.given` must be a list of function names "
+                          "(`f` or `Class.method`)")
+    return given
+
+
+def release(course: Path, lab: str, out: Path) -> Path:
+    """Write the kit of ``lab`` to ``out/lab`` after a clean leak scan; returns that folder."""
+    rubric = load_rubric(course / "rubrics" / f"{lab}.yaml")
+    template = course / "assignments" / lab / rubric.notebook
+    if not template.is_file():
+        raise CourseError(f"{template}: the lab has no template notebook to release")
+    out.mkdir(parents=True, exist_ok=True)
+    final, staging = out / lab, out / f".{lab}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "rubrics").mkdir(parents=True)
+    try:
+        nb = nbformat.read(template, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(nb, staging / rubric.notebook)
+        (staging / "rubrics" / f"{lab}.yaml").write_text(_public_rubric(rubric))
+        (staging / "README.md").write_text(_readme(rubric))
+        (staging / "kit.json").write_text(json.dumps(
+            {"assignment": lab, "rubric_sha256": rubric.sha256}, indent=1) + "\n")
+        leaks = scan_kit(staging, course, rubric, _given(course, lab))
+        if leaks:
+            raise ReleaseRefused(lab, leaks)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,289 @@
+"""The lecturer's workflow: markers, new/build, lint, release with its leak scan, validate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.authoring import (ReleaseRefused, build_lab, lint, new_lab, release, scan_kit,
+                              split_solution, validate)
+from grader.cli import main
+from grader.errors import CourseError
+from grader.rubric import load_rubric
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = sorted(p.stem for p in (REPO / "rubrics").glob("*.yaml"))
+
+
+def notebook(*cells: tuple[str, str], **metadata: object) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(metadata=metadata)
+    for kind, source in cells:
+        maker = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+        nb.cells.append(maker(source))
+    return nb
+
+
+NBGRADER = notebook(
+    ("markdown", "# Squares\nWrite `square` and `Scaler`."),
+    ("code", "%precision 3\nimport torch\nSCALE = 3\nprint('hello')"),
+    ("code", "def square(x):\n    \"\"\"x ** 2 elementwise.\"\"\"\n    ### BEGIN SOLUTION\n"
+             "    result = x * x  # multiply the tensor by itself\n    return result\n"
+             "    ### END SOLUTION\n\n\nclass Scaler(torch.nn.Module):\n"
+             "    def forward(self, x):\n        ### BEGIN SOLUTION\n"
+             "        return SCALE * x + torch.zeros_like(x)\n        ### END SOLUTION"),
+    ("markdown", "Why is the square never negative?\n### BEGIN SOLUTION\nBecause a real number "
+                 "times itself is never negative.\n### END SOLUTION"),
+    ("code", "assert square(torch.tensor(2.0)) == 4\n### BEGIN HIDDEN TESTS\n"
+             "assert square(torch.tensor(-3.0)) == 9\n### END HIDDEN TESTS"),
+    ("code", "for epoch in range(3):\n    pass"),
+    nbgrader={"nbgrader_version": "0.9"})
+
+SQUARES_RUBRIC = """assignment: squares
+title: Squares
+notebook: squares.ipynb
+reference: reference/squares.py
+total_points: 3
+items:
+  - id: square_matches_reference
+    title: square equals x * x
+    points: 2
+    visibility: public
+    check: matches_reference
+    params:
+      function: square
+      inputs: {x: {shape: [B], min: -10, max: 10}}
+      dims: {B: [1, 6]}
+  - id: scaler_known_values
+    title: Scaler()(1) = 3
+    points: 1
+    visibility: hidden
+    check: known_values
+    params:
+      module: {class: Scaler}
+      cases: [{label: one, args: [[1.0]], expected: [3.0]}]
+"""
+
+
+# --- markers -----------------------------------------------------------------------------
+
+def test_markers_make_a_template_with_stubs_and_a_reference_with_only_definitions() -> None:
+    split = split_solution(NBGRADER, "squares")
+    code = [c.source for c in split.template.cells if c.cell_type == "code"]
+    assert "parameters" in split.template.cells[1].metadata["tags"]       # added before code
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()" in code[2]
+    assert "        raise NotImplementedError()" in code[2]               # nested indent kept
+    assert "x * x" not in "\n".join(code) and "SCALE * x" not in "\n".join(code)
+    assert "-3.0" not in "\n".join(code) and "square(torch.tensor(2.0)) == 4" in code[3]
+    assert "YOUR ANSWER HERE" in split.template.cells[4].source
+    assert split.template.metadata["grader"]["assignment"] == "squares"
+    assert "nbgrader" not in split.template.metadata
+    assert split.hidden_tests == 1 and len(split.solutions) == 3
+    namespace: dict = {}
+    exec(compile(split.reference, "reference", "exec"), namespace)  # noqa: S102 - our own text
+    import torch
+
+    assert float(namespace["square"](torch.tensor(3.0))) == 9.0
+    assert float(namespace["Scaler"]()(torch.tensor(1.0))) == 3.0
+    assert "print(" not in split.reference and "BEGIN" not in split.reference
+    assert "for epoch" not in split.reference and "assert" not in split.reference
+    assert any("print('hello')" in d for d in split.dropped)
+
+
+@pytest.mark.parametrize("source, words", [
+    ("### BEGIN SOLUTION\nx = 1", "never closed"),
+    ("x = 1\n### END SOLUTION", "without a matching"),
+    ("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION",
+     "inside an open"),
+])
+def test_malformed_markers_name_the_cell_and_line(source: str, words: str) -> None:
+    with pytest.raises(CourseError, match=f"cell 2, line .*{words}"):
+        split_solution(notebook(("code", "import torch"), ("code", source)), "lab",
+                       "reference/lab.ipynb")
+
+
+# --- new, build, lint, validate, release on a fresh course --------------------------------
+
+@pytest.fixture
+def course(tmp_path: Path) -> Path:
+    (tmp_path / "rubrics").mkdir()
+    return tmp_path
+
+
+def test_new_scaffolds_a_lab_that_lints_releases_and_refuses_to_overwrite(course: Path) -> None:
+    written = new_lab(course, "demo_lab", title="Demo")
+    names = {str(p.relative_to(course)) for p in written}
+    assert {"reference/demo_lab.ipynb", "reference/demo_lab.py", "rubrics/demo_lab.yaml",
+            "assignments/demo_lab/demo_lab.ipynb", "assignments/demo_lab/expected.yaml",
+            "assignments/demo_lab/examples/correct/demo_lab.ipynb"} <= names
+    assert lint(course)[course / "rubrics" / "demo_lab.yaml"] == []
+    kit = release(course, "demo_lab", course / "kits")
+    assert sorted(p.name for p in kit.rglob("*") if p.is_file()) == [
+        "README.md", "demo_lab.ipynb", "demo_lab.yaml", "kit.json"]
+    assert [i.id for i in load_rubric(kit / "rubrics" / "demo_lab.yaml").items] == [
+        "softplus_matches_reference"]
+    with pytest.raises(CourseError, match="already exists"):
+        new_lab(course, "demo_lab")
+    with pytest.raises(CourseError, match="lower-case"):
+        new_lab(course, "Bad-Name")
+
+
+@pytest.mark.kernel
+def test_a_scaffolded_lab_filled_in_validates(course: Path) -> None:
+    new_lab(course, "demo_lab")
+    solution = course / "reference" / "demo_lab.ipynb"
+    nb = nbformat.read(solution, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "def double(x):\n    \"\"\"2 x.\"\"\"\n    ### BEGIN SOLUTION\n    return x + x\n"
+        "    ### END SOLUTION"))
+    nbformat.write(nb, solution)
+    rubric = course / "rubrics" / "demo_lab.yaml"
+    rubric.write_text(rubric.read_text().replace("total_points: 3", "total_points: 4") +
+                      "\n  - id: double_matches_reference\n    title: double\n    points: 1\n"
+                      "    visibility: public\n    check: matches_reference\n    params:\n"
+                      "      function: double\n      inputs: {x: {shape: [B], min: -5, max: 5}}\n"
+                      "      dims: {B: [1, 4]}\n")
+    build_lab(course, "demo_lab")
+    (course / "assignments" / "demo_lab" / "mutants" / "double_triple.yaml").write_text(
+        "description: three x\nbreaks: {double_matches_reference: ''}\npatch:\n"
+        "  - {find: 'return x + x', replace: 'return x + x + x'}\n")
+    result = validate("demo_lab", course=course, jobs=2)
+    assert result.ok, [(r.name, r.problems) for r in result.rows]
+    assert [(r.kind, r.score) for r in result.rows] == [
+        ("reference", 4.0), ("template", 0.0), ("example", 4.0), ("mutant", 3.0),
+        ("mutant", 2.0)]
+    assert result.mutation_score == (2, 2)
+    assert "| mutant: double_triple | pass | pass | fail |" in result.markdown()
+
+
+@pytest.mark.kernel
+def test_an_nbgrader_notebook_converts_into_a_template_and_reference_that_validate(
+        course: Path, tmp_path: Path) -> None:
+    source = tmp_path / "squares_solution.ipynb"
+    nbformat.write(NBGRADER, source)
+    new_lab(course, "squares", from_notebook=source)
+    skeleton = (course / "rubrics" / "squares.yaml").read_text()
+    assert "function: square" in skeleton and "module: {class: Scaler}" in skeleton
+    (course / "rubrics" / "squares.yaml").write_text(SQUARES_RUBRIC)
+    (course / "assignments" / "squares" / "mutants").mkdir()
+    (course / "assignments" / "squares" / "mutants" / "scale_two.yaml").write_text(
+        "breaks: {scaler_known_values: 'expected'}\npatch:\n"
+        "  - {find: 'SCALE * x', replace: '2 * x'}\n")
+    result = validate("squares", course=course, jobs=2)
+    assert result.ok, [(r.name, r.problems) for r in result.rows]
+    assert [r.score for r in result.rows] == [3.0, 0.0, 3.0, 2.0]
+    assert release(course, "squares", tmp_path / "kits").is_dir()
+
+
+@pytest.mark.kernel
+def test_validate_fails_when_a_mutant_survives_or_an_example_breaks_other_items(
+        course: Path) -> None:
+    new_lab(course, "demo_lab")
+    mutants = course / "assignments" / "demo_lab" / "mutants"
+    (mutants / "harmless.yaml").write_text(
+        "breaks: {softplus_matches_reference: ''}\npatch:\n"
+        "  - {find: 'torch.clamp(x, min=0)', replace: 'x.clamp(min=0)'}\n")
+    expected = course / "assignments" / "demo_lab" / "expected.yaml"
+    expected.write_text(expected.read_text().replace("correct: {}",
+                                                     "correct: {softplus_known_values: ''}"))
+    assert main(["validate", "demo_lab", "--course", str(course), "--jobs", "2"]) == 1
+    result = validate("demo_lab", course=course, jobs=2)
+    problems = {r.name: r.problems for r in result.rows if r.problems}
+    assert problems == {
+        "correct": ["softplus_known_values: expected to lose points, passed"],
+        "harmless": ["softplus_matches_reference: expected to lose points, passed"]}
+    assert result.mutation_score == (1, 2)
+
+
+def test_release_refuses_a_kit_with_reference_code_hidden_items_or_solution_text(
+        course: Path) -> None:
+    new_lab(course, "demo_lab")
+    template = course / "assignments" / "demo_lab" / "demo_lab.ipynb"
+    nb = nbformat.read(template, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "def helper(x):\n    return torch.clamp(x, min=0) + torch.log1p(torch.exp(-x.abs()))"))
+    nb.cells.append(nbformat.v4.new_markdown_cell("Bonus: softplus_known_values is hidden."))
+    nbformat.write(nb, template)
+    out = course / "kits"
+    with pytest.raises(ReleaseRefused) as refused:
+        release(course, "demo_lab", out)
+    found = "\n".join(map(str, refused.value.leaks))
+    assert "reference code: `return torch.clamp(x, min=0)" in found
+    assert "solution text" in found
+    assert "names the hidden item `softplus_known_values`" in found
+    assert not (out / "demo_lab").exists() and not list(out.iterdir())
+    assert main(["release", "demo_lab", "--course", str(course), "--out", str(out)]) == 1
+
+
+def test_the_scan_refuses_checkpoints_stray_files_and_a_rubric_with_hidden_items(
+        course: Path) -> None:
+    new_lab(course, "demo_lab")
+    kit = release(course, "demo_lab", course / "kits")
+    checkpoints = course / "reference" / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "model.pt").write_bytes(b"weights")
+    (kit / "model.pt").write_bytes(b"weights")
+    (kit / "solution.py").write_text("x = 1\n")
+    shutil.copy(course / "rubrics" / "demo_lab.yaml", kit / "rubrics" / "demo_lab.yaml")
+    rubric = load_rubric(course / "rubrics" / "demo_lab.yaml")
+    found = "\n".join(map(str, scan_kit(kit, course, rubric)))
+    assert "model.pt: is the reference checkpoint model.pt" in found
+    assert "solution.py: a .py file has no place in a kit" in found
+    assert "hidden items softplus_known_values" in found
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_of_the_repo_releases_a_kit_that_passes_the_leak_scan(lab: str,
+                                                                         tmp_path: Path) -> None:
+    kit = release(REPO, lab, tmp_path)
+    rubric = load_rubric(kit / "rubrics" / f"{lab}.yaml")
+    assert rubric.items and all(i.visibility == "public" for i in rubric.items)
+
+
+# --- lint --------------------------------------------------------------------------------
+
+def test_lint_names_file_line_and_fix_for_each_mistake(course: Path) -> None:
+    new_lab(course, "demo_lab")
+    path = course / "rubrics" / "demo_lab.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("function: softplus\n      inputs", "function: softplsu\n"
+                                 "      inputs"))
+    finding, student_side = lint(course)[path]
+    assert finding.line == text[:text.index("- id: softplus_matches")].count("\n") + 1
+    assert "names `softplsu`, which reference/demo_lab.py does not define" in finding.message
+    assert "calls `softplsu`, which the template does not define" in student_side.message
+    path.write_text(text.replace("total_points: 3", "total_points: 5"))
+    [finding] = lint(course)[path]
+    assert "add up to 3, not the declared total_points 5" in finding.message
+    assert finding.line == text[:text.index("\ntotal_points:") + 1].count("\n") + 1
+    assert "total_points: 3" in finding.fix
+    path.write_text(text.replace("check: known_values", "check: known_valeus"))
+    [finding] = lint(course)[path]
+    assert "known_valeus" in finding.message and finding.line
+    assert main(["lint", "demo_lab", "--course", str(course)]) == 1
+
+
+def test_lint_wants_a_calibration_record_for_metric_thresholds(course: Path) -> None:
+    new_lab(course, "demo_lab")
+    path = course / "rubrics" / "demo_lab.yaml"
+    text = path.read_text().replace("total_points: 3", "total_points: 4")
+    path.write_text(text.replace("checkpoints: []", "checkpoints: [m.pt]") + """
+  - id: accuracy
+    title: accuracy
+    points: 1
+    visibility: hidden
+    check: test_accuracy
+    params: {model: {class: MLP, checkpoint: m.pt}, zero_at: 0.5, full_at: 0.9}
+""")
+    messages = [f.message for f in lint(course)[path]]
+    assert any("without a calibration record" in m for m in messages)
+    assert any("m.pt is not in reference/checkpoints/" in m for m in messages)
+    assert any("calls `MLP`, which the template does not define" in m for m in messages)
+    assert any("names `MLP`, which reference/demo_lab.py does not define" in m for m in messages)
+
+
+def test_every_rubric_of_the_repo_lints_clean() -> None:
+    findings = {p.name: [str(f) for f in fs] for p, fs in lint(REPO).items() if fs}
+    assert findings == {}
