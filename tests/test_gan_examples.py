@@ -1,0 +1,83 @@
+"""Every bundled GAN example graded in the sandbox, with its expected per-item outcome.
+
+A correct example gets every point; each bug fails exactly the items listed (the
+properties it breaks, including what its own buggy training did to its checkpoint) and
+keeps the rest; the message names the property and, for generated inputs, the shrunk input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.pipeline import grade
+from grader.rubric import load_rubric
+
+from conftest import assert_example_outcomes
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "assignments" / "gan" / "examples"
+ITEMS = [i.id for i in load_rubric(REPO / "rubrics" / "gan.yaml").items]
+GENERATED = ("matches_reference", "interpolation_penalty", "adversarial_train_step")
+
+# example -> {item id: words its message must contain}; every other item passes.
+EXPECTED: dict[str, dict[str, str]] = {
+    "correct": {},
+    "different": {},
+    "bug_labels_swapped": {"d_loss_matches_reference": "off by", "d_loss_stable": "off by",
+                           "train_step_exact": "differ from one SGD step on discriminator_loss",
+                           "sample_fid": "sample FID", "sample_coverage": "digit classes"},
+    "bug_saturating_g_loss": {"g_loss_matches_reference": "off by", "g_loss_stable": "off by",
+                              "g_loss_known_values": "3 of 3",
+                              "train_step_exact": "the returned g_loss is not the loss"},
+    "bug_log_sigmoid_overflow": {"d_loss_stable": "overflow", "g_loss_stable": "overflow"},
+    "bug_gp_on_real": {"gp_interpolates": "evaluated at the real images"},
+    "bug_gp_batch_norm": {"gp_value_and_graph": "one norm per example"},
+    "bug_fakes_not_detached": {"train_step_exact": "contains the gradient of the discriminator",
+                               "sample_fid": "sample FID", "sample_coverage": "digit classes"},
+    "bug_mode_collapse": {"sample_fid": "sample FID", "sample_coverage": "digit classes"},
+}
+
+
+def test_every_example_folder_has_an_expectation() -> None:
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len([f for f in folders if f.startswith("bug_")]) >= 4
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def graded(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, grade(EXAMPLES / request.param)
+
+
+def test_example_fails_exactly_its_items(graded: tuple[str, dict]) -> None:
+    name, report = graded
+    assert_example_outcomes(report, EXPECTED[name], ITEMS)
+
+
+def test_example_reports_the_shrunk_input_for_generated_failures(graded: tuple[str, dict]
+                                                                 ) -> None:
+    _, report = graded
+    for item in report["items"]:
+        if item["check"] == "sample_fid" and "fid" in item["details"]:
+            assert item["figures"] and item["figures"][0]["png_base64"], item["id"]
+        if item["outcome"] == "failed" and item["check"] in GENERATED:
+            assert item["counterexample"]["inputs"], item
+
+
+def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, dict]) -> None:
+    _, report = graded
+    assert report["execution"]["sandbox"]["enabled"] is True
+    assert report["execution"]["parameters"]["TRAIN"] is False
+    assert all(c["status"] == "ok" for c in report["execution"]["cells"])
+    assert report["timings"]["total_s"] < 60
+
+
+def test_the_template_scores_zero() -> None:
+    report = grade(REPO / "assignments" / "gan" / "gan.ipynb")
+    assert report["score"] == 0.0
+    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    training = [c for c in report["execution"]["cells"] if c["status"] == "error"]
+    assert training and training[0]["error"]["ename"] == "NotImplementedError"
