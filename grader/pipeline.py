@@ -23,6 +23,7 @@ from .checks import REGISTRY, CheckContext, Verdict
 from .errors import (CourseError, ExecutionTimeout, KernelDied, MissingName, ProtocolError,
                      SandboxUnavailable, StudentException)
 from .execute import ExecutionRecord, inject_parameters, load_notebook, run_notebook
+from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
 from .rubric import Item, Rubric, load_rubric
 from .sandbox import KernelSession, check_sandbox
@@ -99,11 +100,16 @@ def detect_assignment(sub: Submission, course: Path) -> str:
                       f"{known}")
 
 
-def load_reference(course: Path, rubric: Rubric) -> types.ModuleType:
-    """Import the trusted reference by path (it is never installed, never mounted)."""
+def load_reference(course: Path, rubric: Rubric) -> types.ModuleType | RecordedReference:
+    """Import the trusted reference by path (it is never installed, never mounted).
+
+    In a student kit the reference is a file of recorded answers (``grader.oracle``).
+    """
     path = course / rubric.reference
     if not path.is_file():
         raise CourseError(f"{rubric.path}: its reference {path} does not exist")
+    if path.suffix == ".json":
+        return RecordedReference(path)
     spec = importlib.util.spec_from_file_location(f"grader_reference_{rubric.assignment}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -134,6 +140,8 @@ def run_item(ctx: CheckContext, item: Item) -> dict[str, Any]:
         return _outcome(item, REGISTRY[item.check].fn(ctx, item.params))
     except MissingName as exc:
         return _error(str(exc))
+    except OracleMiss as exc:
+        return _error(f"skipped: {exc}", outcome="skipped")
     except StudentException as exc:
         if exc.ename == "FileNotFoundError" and any(c in exc.evalue for c in (".pt", ".pth")):
             return _error(f"skipped: the checkpoint is missing ({exc.evalue}); submit it beside "
@@ -157,11 +165,13 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
           device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
-          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[str], None] | None = None, reference: Any = None
+          ) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
 
     ``only`` restricts grading to these item ids (an unknown id is a CourseError);
-    ``seed`` overrides the rubric's seed (calibration runs the reference under several).
+    ``seed`` overrides the rubric's seed (calibration runs the reference under several);
+    ``reference`` replaces the rubric's reference (release records its answers).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
@@ -175,7 +185,13 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     rubric = load_rubric(course_dir / "rubrics" / f"{name}.yaml")
     if seed is not None:
         rubric = dataclasses.replace(rubric, seed=seed)
-    reference = load_reference(course_dir, rubric)
+    if sub.path.is_file():     # a notebook named alone: its checkpoints beside it count
+        beside = {c: sub.path.parent / c for c in rubric.checkpoints
+                  if (sub.path.parent / c).is_file() and not (sub.path.parent / c).is_symlink()}
+        sub = dataclasses.replace(sub, files={**sub.files, **beside})
+    if reference is None:
+        reference = load_reference(course_dir, rubric)
+    recorded = isinstance(reference, RecordedReference)
     items = rubric.visible(public_only)
     if only is not None:
         unknown = only - {i.id for i in rubric.items}
@@ -229,7 +245,14 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                 ctx = context(session)
             note(f"checking {item.id}")
             t0 = time.perf_counter()
-            result = run_item(ctx, item)
+            examples = getattr(reference, "examples", None)
+            if examples is not None:
+                examples.start(item.id)
+            token = EXAMPLES.set(examples)
+            try:
+                result = run_item(ctx, item)
+            finally:
+                EXAMPLES.reset(token)
             results.append({"id": item.id, "title": item.title, "max_score": item.points,
                             "visibility": item.visibility, "check": item.check,
                             "hint": item.hint, "needs_review": False,
@@ -237,6 +260,9 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     finally:
         session.close()
     record.kernel_died |= revivals > 0
+    if recorded:
+        warnings.append("checked against the reference answers recorded in this kit: a failing "
+                        "input is the first one found, not the smallest")
     if record.timed_out:
         warnings.append(f"the notebook did not finish within {limits.total_timeout_s:g} s")
     end = time.perf_counter()

@@ -119,7 +119,7 @@ def test_new_scaffolds_a_lab_that_lints_releases_and_refuses_to_overwrite(course
             "assignments/demo_lab/demo_lab.ipynb", "assignments/demo_lab/expected.yaml",
             "assignments/demo_lab/examples/correct/demo_lab.ipynb"} <= names
     assert lint(course)[course / "rubrics" / "demo_lab.yaml"] == []
-    kit = release(course, "demo_lab", course / "kits")
+    kit = release(course, "demo_lab", course / "kits", record=False)
     assert sorted(p.name for p in kit.rglob("*") if p.is_file()) == [
         "README.md", "demo_lab.ipynb", "demo_lab.yaml", "kit.json"]
     assert [i.id for i in load_rubric(kit / "rubrics" / "demo_lab.yaml").items] == [
@@ -174,7 +174,9 @@ def test_an_nbgrader_notebook_converts_into_a_template_and_reference_that_valida
     result = validate("squares", course=course, jobs=2)
     assert result.ok, [(r.name, r.problems) for r in result.rows]
     assert [r.score for r in result.rows] == [3.0, 0.0, 3.0, 2.0]
-    assert release(course, "squares", tmp_path / "kits").is_dir()
+    kit = release(course, "squares", tmp_path / "kits")
+    assert [i.id for i in load_rubric(kit / "rubrics" / "squares.yaml").items] == [
+        "square_matches_reference"]
 
 
 @pytest.mark.kernel
@@ -220,7 +222,7 @@ def test_release_refuses_a_kit_with_reference_code_hidden_items_or_solution_text
 def test_the_scan_refuses_checkpoints_stray_files_and_a_rubric_with_hidden_items(
         course: Path) -> None:
     new_lab(course, "demo_lab")
-    kit = release(course, "demo_lab", course / "kits")
+    kit = release(course, "demo_lab", course / "kits", record=False)
     checkpoints = course / "reference" / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "model.pt").write_bytes(b"weights")
@@ -237,7 +239,7 @@ def test_the_scan_refuses_checkpoints_stray_files_and_a_rubric_with_hidden_items
 @pytest.mark.parametrize("lab", LABS)
 def test_every_lab_of_the_repo_releases_a_kit_that_passes_the_leak_scan(lab: str,
                                                                          tmp_path: Path) -> None:
-    kit = release(REPO, lab, tmp_path)
+    kit = release(REPO, lab, tmp_path, record=False)     # the scan; recording: below
     rubric = load_rubric(kit / "rubrics" / f"{lab}.yaml")
     assert rubric.items and all(i.visibility == "public" for i in rubric.items)
 
@@ -287,3 +289,61 @@ def test_lint_wants_a_calibration_record_for_metric_thresholds(course: Path) -> 
 def test_every_rubric_of_the_repo_lints_clean() -> None:
     findings = {p.name: [str(f) for f in fs] for p, fs in lint(REPO).items() if fs}
     assert findings == {}
+
+
+# --- the kit's own `grader check`: recorded answers, no reference -------------------------
+
+@pytest.mark.kernel
+def test_a_kit_checks_submissions_like_the_course_does_without_the_reference(
+        tmp_path: Path) -> None:
+    """Every backprop example: the kit's verdict on each kit item equals the course's."""
+    import json
+
+    from grader.pipeline import grade
+
+    kit = release(REPO, "backprop", tmp_path)
+    oracle = json.loads((kit / "oracle" / "backprop.json").read_text())
+    assert set(oracle) >= {"answers", "examples", "grader", "hypothesis"}
+    kit_items = [i.id for i in load_rubric(kit / "rubrics" / "backprop.yaml").items]
+    # backward_pass differentiates through the reference: not replayable, left out
+    assert "linear_backward" not in kit_items and "softmax_stable" in kit_items
+    assert "checked when graded" in (kit / "README.md").read_text()
+    for example in sorted((REPO / "assignments" / "backprop" / "examples").glob("*/")):
+        course_report = grade(example, public_only=True)
+        kit_report = grade(example, course=kit, public_only=True)
+        course_outcomes = {i["id"]: i["outcome"] for i in course_report["items"]}
+        kit_outcomes = {i["id"]: i["outcome"] for i in kit_report["items"]}
+        assert kit_outcomes == {i: course_outcomes[i] for i in kit_items}, example.name
+        assert kit_report["versions"]["rubric_sha256"] != course_report["versions"][
+            "rubric_sha256"]
+        assert any("recorded in this kit" in w for w in kit_report["warnings"])
+
+
+def test_recorded_answers_refuse_what_is_not_theirs(tmp_path: Path) -> None:
+    import torch
+
+    from grader.oracle import OracleMiss, Recorder, RecordedReference
+
+    class Module:
+        SCALE = 2.0
+
+        @staticmethod
+        def double(x: torch.Tensor) -> torch.Tensor:
+            return x * Module.SCALE
+
+    recorder = Recorder(Module())
+    assert torch.equal(recorder.double(torch.ones(2)), torch.full((2,), 2.0))
+    assert recorder.SCALE == 2.0
+    path = tmp_path / "oracle" / "lab.json"
+    recorder.save(path, "lab")
+    replay = RecordedReference(path)
+    assert torch.equal(replay.double(torch.ones(2)), torch.full((2,), 2.0))
+    assert replay.SCALE == 2.0
+    with pytest.raises(OracleMiss, match="no recorded answer of `double`"):
+        replay.double(torch.zeros(2))
+    path.write_text("\x80\x04pickle")
+    with pytest.raises(CourseError, match="not a readable answer file"):
+        RecordedReference(path)
+    path.write_text('{"answers": []}')
+    with pytest.raises(CourseError, match="not an answer file"):
+        RecordedReference(path)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -200,29 +201,35 @@ def _scan_rubric(path: Path, rubric: Rubric) -> list[Leak]:
             if extra else [])
 
 
-def _public_rubric(rubric: Rubric) -> str:
+def _public_rubric(rubric: Rubric, keep: set[str] | None = None) -> str:
+    """The kit's rubric: the public items (of ``keep``), answers from ``oracle/LAB.json``."""
     doc = yaml.safe_load(rubric.path.read_text())
-    doc["items"] = [i for i in doc["items"] if i.get("visibility", "public") == "public"]
+    doc["items"] = [i for i in doc["items"] if i.get("visibility", "public") == "public"
+                    and (keep is None or i["id"] in keep)]
     if not doc["items"]:
         raise CourseError(f"{rubric.path}: no public item; a kit needs at least one so that "
                           "`grader check` has something to check")
     doc["total_points"] = sum(i["points"] for i in doc["items"])
+    doc["reference"] = f"oracle/{rubric.assignment}.json"
     header = (f"# The public items of the {rubric.assignment} lab: what `grader check` runs.\n"
               "# Hidden items count too when your submission is graded.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _readme(rubric: Rubric) -> str:
+def _readme(rubric: Rubric, keep: set[str]) -> str:
     public = [i for i in rubric.items if i.visibility == "public"]
-    rows = "\n".join(f"| `{i.id}` | {i.points:g} | {i.title} |" for i in public)
+    rows = "\n".join(f"| `{i.id}` | {i.points:g} | {i.title}"
+                     + (" |" if i.id in keep else " (checked when graded) |") for i in public)
     files = ", ".join(f"`{c}`" for c in rubric.checkpoints) or "none"
     return (f"# {rubric.title}: student kit\n\n"
             f"Complete `{rubric.notebook}` and hand it in with these checkpoints: {files}.\n\n"
             f"Check your work before submitting (from this folder):\n\n"
             f"    grader check {rubric.notebook}\n\n"
             f"It runs your notebook in a sandbox and checks the public items below on inputs "
-            f"the grader chooses; a failure shows the smallest input that breaks it. Hidden "
-            f"items are checked too when your submission is graded.\n\n"
+            f"the grader chooses, against the course's answers recorded in `oracle/` (the "
+            f"solution itself is not in this kit); a failure shows the first input that breaks "
+            f"it. Items marked \"checked when graded\" and the hidden items are checked when "
+            f"your submission is graded.\n\n"
             f"| item | points | property |\n|---|---|---|\n{rows}\n")
 
 
@@ -239,8 +246,41 @@ def _given(course: Path, lab: str) -> list[str]:
     return given
 
 
-def release(course: Path, lab: str, out: Path) -> Path:
-    """Write the kit of ``lab`` to ``out/lab`` after a clean leak scan; returns that folder."""
+def _record(course: Path, rubric: Rubric, staging: Path, sandbox: bool) -> set[str]:
+    """Record the reference's answers to the public checks; return the replayable items.
+
+    The reference is graded as a submission on the public items with a ``Recorder``;
+    then graded again from the recording, as a student's kit will: an item that does not
+    pass from the recording (its check needs more than answers, e.g. autograd through
+    the reference) is left out of the kit's rubric.
+    """
+    from ..calibrate import reference_submission
+    from ..oracle import Recorder, RecordedReference
+    from ..pipeline import grade, load_reference
+
+    with tempfile.TemporaryDirectory(prefix="grader-release-") as tmp:
+        folder = reference_submission(course, rubric, Path(tmp) / "reference")
+        recorder = Recorder(load_reference(course, rubric))
+        first = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
+                      sandbox=sandbox, reference=recorder)
+        bad = [i["id"] for i in first["items"] if i["outcome"] != "passed"]
+        if bad:
+            raise CourseError(f"the reference fails its own public items {', '.join(bad)}; "
+                              f"run `grader validate {rubric.assignment}` and fix the rubric")
+        oracle = staging / "oracle" / f"{rubric.assignment}.json"
+        recorder.save(oracle, rubric.assignment)
+        replay = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
+                       sandbox=sandbox, reference=RecordedReference(oracle))
+    return {i["id"] for i in replay["items"] if i["outcome"] == "passed"}
+
+
+def release(course: Path, lab: str, out: Path, *, record: bool = True,
+            sandbox: bool = True) -> Path:
+    """Write the kit of ``lab`` to ``out/lab`` after a clean leak scan; returns that folder.
+
+    ``record`` grades the reference to record the answers the kit's ``grader check``
+    needs (a kernel run); without it the kit holds no answers (a scan-only dry run).
+    """
     rubric = load_rubric(course / "rubrics" / f"{lab}.yaml")
     template = course / "assignments" / lab / rubric.notebook
     if not template.is_file():
@@ -255,8 +295,10 @@ def release(course: Path, lab: str, out: Path) -> Path:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         nbformat.write(nb, staging / rubric.notebook)
-        (staging / "rubrics" / f"{lab}.yaml").write_text(_public_rubric(rubric))
-        (staging / "README.md").write_text(_readme(rubric))
+        public = {i.id for i in rubric.items if i.visibility == "public"}
+        keep = _record(course, rubric, staging, sandbox) if record else public
+        (staging / "rubrics" / f"{lab}.yaml").write_text(_public_rubric(rubric, keep))
+        (staging / "README.md").write_text(_readme(rubric, keep))
         (staging / "kit.json").write_text(json.dumps(
             {"assignment": lab, "rubric_sha256": rubric.sha256}, indent=1) + "\n")
         leaks = scan_kit(staging, course, rubric, _given(course, lab))

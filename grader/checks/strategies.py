@@ -103,6 +103,19 @@ def format_inputs(arrays: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _replay(examples: list[Any], test: Callable[[Any], None]
+            ) -> tuple[int, BaseException | None]:
+    """Run ``test`` on recorded examples in order; the first failure, not shrunk."""
+    for n, example in enumerate(examples, 1):
+        try:
+            test(example)
+        except BaseException as exc:  # noqa: BLE001 - the failure, whatever it is
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return n, exc
+    return len(examples), None
+
+
 def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
                  max_examples: int) -> tuple[int, BaseException | None]:
     """Run ``test`` on examples; returns (examples tried, the final shrunk failure or None).
@@ -111,7 +124,12 @@ def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
     out) stops the search at once: later calls re-raise it without touching the kernel.
     """
     from ..errors import ExecutionTimeout, KernelDied, ProtocolError
+    from ..oracle import EXAMPLES, pack_example
 
+    session = EXAMPLES.get()
+    if session is not None and session.replaying:
+        return _replay(session.replay(), test)
+    log = session.record() if session is not None else None
     fatal: list[BaseException] = []
     count = [0]
 
@@ -119,6 +137,8 @@ def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
         if fatal:
             raise fatal[0]
         count[0] += 1
+        if log is not None:
+            log.append(pack_example(example))
         try:
             test(example)
         except (KernelDied, ExecutionTimeout, ProtocolError) as exc:
