@@ -244,6 +244,18 @@ def test_every_lab_of_the_repo_releases_a_kit_that_passes_the_leak_scan(lab: str
     assert rubric.items and all(i.visibility == "public" for i in rubric.items)
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("lab", [lab for lab in LABS
+                                 if (REPO / "assignments" / lab / "mutants").is_dir()])
+def test_every_lab_gives_its_reference_full_marks_and_loses_exactly_each_mutants_items(
+        lab: str) -> None:
+    """`grader validate` minus the examples (tests/test_<lab>_examples.py grade those)."""
+    result = validate(lab, course=REPO, jobs=2, kinds=("reference", "mutant"))
+    assert result.ok, {r.name: r.problems for r in result.rows if r.problems}
+    killed, total = result.mutation_score
+    assert total >= 2 and killed == total
+
+
 # --- lint --------------------------------------------------------------------------------
 
 def test_lint_names_file_line_and_fix_for_each_mistake(course: Path) -> None:

@@ -139,14 +139,21 @@ def _rows(course: Path, rubric: Rubric, scratch: Path) -> list[tuple[Row, Path]]
     return rows
 
 
+KINDS = ("reference", "template", "example", "mutant")
+
+
 def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool = True,
+             kinds: tuple[str, ...] = KINDS,
              progress: Callable[[str], None] | None = None) -> Validation:
-    """Grade the reference, the template, the examples and the mutants of ``lab``."""
+    """Grade the reference, the template, the examples and the mutants of ``lab``.
+
+    ``kinds`` restricts the rows graded (the test suite grades examples elsewhere).
+    """
     note = progress or (lambda _m: None)
     rubric = load_rubric(course / "rubrics" / f"{lab}.yaml")
     jobs = max(1, jobs or os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix=f"grader-validate-{lab}-") as tmp:
-        rows = _rows(course, rubric, Path(tmp))
+        rows = [r for r in _rows(course, rubric, Path(tmp)) if r[0].kind in kinds]
         work = [(str(path), lab, str(course), sandbox) for _, path in rows]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context) as pool:

@@ -218,14 +218,16 @@ _CONFIGS = ((0.0, 1.0), (1.0, 0.0), (1.0, 1.0))   # (lr_G, lr_D) as multiples of
 
 @check("adversarial_train_step", optional=("function", "dims", "lr", "shape", "latent_dim",
                                            "discriminator_loss", "generator_loss", "rtol",
-                                           "atol", "max_examples"))
+                                           "atol", "max_examples", "steps"))
 def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """``train_step(G, D, opt_G, opt_D, real)`` makes exactly one D then one G SGD step.
 
     G is a generator whose rows all equal its parameter, D an affine critic with a unit
     weight vector (so a gradient penalty adds nothing), the optimisers plain SGD with the
     learning rates (0, lr), (lr, 0) and (lr, lr); the grader computes the parameters after
-    the step with the reference losses and compares, and the returned losses.
+    the step with the reference losses and compares, and the returned losses. ``steps``
+    (default 2) consecutive calls on the same networks and optimisers: a missing or
+    misplaced ``zero_grad`` only shows from the second step on (stale gradients).
     """
     fn = params.get("function", "train_step")
     ctx.require(fn)
@@ -233,6 +235,7 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
     g_loss_fn = ctx.ref(params.get("generator_loss", "generator_loss"))
     shape = tuple(int(s) for s in params.get("shape", [1, 8, 8]))
     lr, latent = float(params.get("lr", 0.1)), int(params.get("latent_dim", 3))
+    steps = int(params.get("steps", 2))
     rtol, atol = float(params.get("rtol", 1e-5)), float(params.get("atol", 1e-7))
     lo, hi = params.get("dims", {}).get("B", [1, 8])
     strategy = st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
@@ -249,24 +252,32 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
         b = torch.tensor(s - float(theta.flatten() @ w), dtype=torch.float64)
         for mult_g, mult_d in _CONFIGS:
             lr_g, lr_d = lr * mult_g, lr * mult_d
-            shown = {**ex, "lr_G": lr_g, "lr_D": lr_d, "real": real}
-            exp = expected_train_step(real, theta, w, b, lr_g, lr_d, d_loss_fn, g_loss_fn)
             G = ctx.kernel.instrument("gan", "ConstantGenerator", theta, latent)
             D = ctx.kernel.instrument("basic", "AffineCritic", w, b)
             opt_g = ctx.kernel.instrument("gan", "sgd", G, lr_g)
             opt_d = ctx.kernel.instrument("gan", "sgd", D, lr_d)
-            try:
-                out = ctx.kernel.call(Name(fn), G, D, opt_g, opt_d, real, seed=ctx.seed,
-                                      no_grad=False)
-            except StudentException as exc:
-                raise _failure(f"your code raised {exc.ename}: {exc.evalue}", shown) from None
-            p_g = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", G))
-            p_d = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", D))
-            _compare_step(out, p_g, p_d, exp, theta, shown, rtol, atol)
+            th, wv, bv = theta, w, b
+            for step in range(1, steps + 1):
+                shown = {**ex, "lr_G": lr_g, "lr_D": lr_d, "step": step, "real": real}
+                exp = expected_train_step(real, th, wv, bv, lr_g, lr_d, d_loss_fn, g_loss_fn)
+                try:
+                    out = ctx.kernel.call(Name(fn), G, D, opt_g, opt_d, real, seed=ctx.seed,
+                                          no_grad=False)
+                except StudentException as exc:
+                    raise _failure(f"your code raised {exc.ename}: {exc.evalue}",
+                                   shown) from None
+                p_g = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", G))
+                p_d = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", D))
+                _compare_step(out, p_g, p_d, exp, th, shown, rtol, atol)
+                th, wv, bv = exp["theta"], exp["w"], exp["b"]
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 4)))
     return _verdict(failure, tried, f"one D then one G SGD step, exact, on {tried} generated "
                     "batches x 3 learning-rate settings")
+
+
+def _ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 
 
 def _compare_step(out: Any, p_g: Any, p_d: Any, exp: dict[str, Any], theta: Tensor,
@@ -278,6 +289,10 @@ def _compare_step(out: Any, p_g: Any, p_d: Any, exp: dict[str, Any], theta: Tens
         what = ("D's parameters moved although lr_D = 0" if shown["lr_D"] == 0 else
                 "D's parameters after the step differ from one SGD step on discriminator_loss "
                 "(real labelled 1, fake 0; fakes from G before its update)")
+        if shown.get("step", 1) > 1:
+            what += (f", at the {_ordinal(shown['step'])} consecutive call: gradients left "
+                     "over from the previous call (zero each optimiser's gradients before "
+                     "its backward)")
         raise _failure(what, shown, f"b = {float(exp['b']):.8g}",
                        f"b = {_number(got_d[1])}")
     got = p_g.get("theta")
@@ -294,6 +309,10 @@ def _compare_step(out: Any, p_g: Any, p_d: Any, exp: dict[str, Any], theta: Tens
         else:
             what = ("G's parameters after the step differ from one SGD step on generator_loss "
                     "(the non-saturating loss, through the updated D)")
+        if shown.get("step", 1) > 1:
+            what += (f", at the {_ordinal(shown['step'])} consecutive call (the first was "
+                     "right): gradients left over from the previous call? zero each "
+                     "optimiser's gradients before its backward")
         diff = float((got.double() - exp["theta"]).abs().max()) if isinstance(got, Tensor) \
             else None
         raise _failure(what, shown, "max |change| error 0", f"max |error| {diff}")
