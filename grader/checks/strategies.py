@@ -16,8 +16,9 @@ Values are float32-representable so a float32 fallback sees the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -103,6 +104,34 @@ def format_inputs(arrays: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis draws 5 % of values from constants found in the process's local modules
+    (hypothesis >= 6.131): the grader's own source, the reference loaded by path, a test
+    module. The inputs a submission meets would then depend on which modules happen to be
+    imported and on unrelated edits of the code, so a grade would not be reproducible.
+    Generation sees no local constants while grading (internal API: a no-op where absent).
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - older or newer hypothesis
+        yield
+        return
+    get, cache = getattr(providers, "_get_local_constants", None), getattr(
+        providers, "CONSTANTS_CACHE", None)
+    if get is None or cache is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    cache.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = get
+        cache.cache.clear()
+
+
 def _replay(examples: list[Any], test: Callable[[Any], None]
             ) -> tuple[int, BaseException | None]:
     """Run ``test`` on recorded examples in order; the first failure, not shrunk."""
@@ -147,7 +176,8 @@ def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
 
     runner = grading_settings(max_examples)(given(strategy)(wrapped))
     try:
-        runner()
+        with _no_local_constants():
+            runner()
     except BaseException as exc:  # noqa: BLE001 - the shrunk failure, whatever it is
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
