@@ -5,6 +5,11 @@
     grader demo                          grade the bundled examples on the embedded data
     grader calibrate LAB [--write]       anchors of threshold items from reference runs
 
+  a whole class (docs/batch.md):
+    grader batch EXPORT --assignment LAB --out DIR    LMS export -> gradebook, reports,
+                                         Brightspace/Canvas CSVs, dashboard; resumable
+    grader gradescope                    run as a Gradescope autograder (results.json)
+
   the lecturer's workflow (docs/lecturer-guide.md):
     grader new LAB [--from NOTEBOOK]     scaffold a lab (or convert an nbgrader notebook)
     grader build LAB                     template + reference from reference/LAB.ipynb
@@ -65,6 +70,32 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seeds", type=int, default=5, help="reference runs (default 5)")
     cal.add_argument("--write", action="store_true", help="write the anchors into the rubric")
     cal.add_argument("--course", help="course folder (default: the current folder)")
+
+    batch = sub.add_parser("batch", help="grade a class: a folder or LMS export of "
+                                         "submissions")
+    batch.add_argument("submissions", help="folder or .zip: per-student folders or zips, or a "
+                                           "Brightspace, Canvas, Moodle or Gradescope export")
+    batch.add_argument("--assignment", required=True, help="the lab")
+    batch.add_argument("--out", required=True, help="folder for the gradebook, reports, "
+                                                    "exports and dashboard")
+    batch.add_argument("--workers", type=int, help="parallel gradings (default: the cores)")
+    batch.add_argument("--regrade", action="store_true", help="grade again what the "
+                                                               "gradebook already has")
+    batch.add_argument("--roster", help="CSV mapping student ids to names")
+    batch.add_argument("--all-attempts", action="store_true",
+                       help="grade every attempt, not only each student's latest")
+    batch.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786): grade "
+                                           "on its workers")
+    batch.add_argument("--no-warm", action="store_true", help="start each kernel on demand")
+    batch.add_argument("--device", default="cpu", help="cpu or cuda")
+    batch.add_argument("--course", help="course folder (default: the current folder)")
+    batch.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
+
+    gs = sub.add_parser("gradescope", help="Gradescope autograder entry point")
+    gs.add_argument("--assignment", help="the lab (default: from the notebook)")
+    gs.add_argument("--submission", default="/autograder/submission")
+    gs.add_argument("--results", default="/autograder/results/results.json")
+    gs.add_argument("--course", help="course folder (default: /autograder/source)")
 
     new = sub.add_parser("new", help="scaffold a lab: solution notebook, rubric, examples")
     new.add_argument("lab")
@@ -301,8 +332,55 @@ def _release(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"new": _new, "build": _build, "lint": _lint, "validate": _validate,
-             "release": _release}
+def _batch(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from .batch import run_batch
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("grading", total=None)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=message[:60])
+
+        result = run_batch(Path(args.submissions), args.assignment, Path(args.out),
+                           course=args.course, workers=args.workers, regrade=args.regrade,
+                           device=args.device, sandbox=not args.unsafe_no_sandbox,
+                           roster=Path(args.roster) if args.roster else None,
+                           all_attempts=args.all_attempts, warm=not args.no_warm,
+                           scheduler=args.scheduler, progress=progress)
+    console.print(f"{result.layout} export: graded {result.graded}, could not grade "
+                  f"{result.errors}, already in the gradebook {result.already}, skipped "
+                  f"{len(result.skipped)} entries, {result.superseded} older attempts; "
+                  f"{result.seconds} s")
+    for s in result.skipped[:20]:
+        console.print(f"  skipped {s['source']}: {s['reason']}", highlight=False, markup=False)
+    console.print(f"gradebook, reports, brightspace.csv, canvas.csv, reports.zip and "
+                  f"dashboard.html: {Path(args.out).resolve()}")
+    return EXIT_OK
+
+
+def _gradescope(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from .batch.exports import gradescope_results
+    from .pipeline import grade
+
+    course = args.course or ("/autograder/source" if Path("/autograder/source").is_dir()
+                             else None)
+    report = grade(args.submission, assignment=args.assignment, course=course)
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(gradescope_results(report), indent=1))
+    console.print(f"wrote {out}: {report['score']:.4g} / {report['max_score']:g}")
+    return EXIT_OK
+
+
+_COMMANDS = {"batch": _batch, "gradescope": _gradescope, "new": _new, "build": _build,
+             "lint": _lint, "validate": _validate, "release": _release}
 
 
 def main(argv: list[str] | None = None) -> int:

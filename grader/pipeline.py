@@ -165,13 +165,16 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
           device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
-          progress: Callable[[str], None] | None = None, reference: Any = None
+          progress: Callable[[str], None] | None = None, reference: Any = None,
+          warm: Callable[[dict[str, Path], Any], KernelSession | None] | None = None
           ) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
 
     ``only`` restricts grading to these item ids (an unknown id is a CourseError);
     ``seed`` overrides the rubric's seed (calibration runs the reference under several);
-    ``reference`` replaces the rubric's reference (release records its answers).
+    ``reference`` replaces the rubric's reference (release records its answers);
+    ``warm(files, limits)`` may hand over a kernel started ahead of need for the first run
+    (a batch worker's pool; None when it has none that fits).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
@@ -217,7 +220,15 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                     if "injected-parameters" in c.metadata.get("tags", []))
     limits = rubric.limits
 
+    warm_used = [False]
+
     def start() -> KernelSession:
+        if warm is not None and not warm_used[0]:
+            warm_used[0] = True
+            ready = warm(sub.files, limits)
+            if ready is not None:
+                warm_used.append(True)
+                return ready
         session = KernelSession(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
         session.start()
         return session
@@ -232,6 +243,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     session = run_notebook(nb, start, record)
     kernel_start_s = session.start_s
     results: list[dict[str, Any]] = []
+    peak: list[float] = []
     t_checks = time.perf_counter()
     revivals = 0
     try:
@@ -258,6 +270,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                             "hint": item.hint, "needs_review": False,
                             **result, "duration_s": round(time.perf_counter() - t0, 3)})
     finally:
+        peak.append(session.peak_rss_mb() or 0.0)
         session.close()
     record.kernel_died |= revivals > 0
     if recorded:
@@ -276,7 +289,8 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "items": results,
         "execution": {"sandbox": {"enabled": sandbox, "kind": "bubblewrap" if sandbox else "none",
                                   "detail": sandbox_detail, "limits": _limits_json(limits)},
-                      **_cells_json(record, injected)},
+                      **_cells_json(record, injected), "peak_rss_mb": max(peak),
+                      "warm_kernel": len(warm_used) > 1},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
                     "setup_s": round(t_kernel - t_start, 3)},

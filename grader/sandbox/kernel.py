@@ -81,7 +81,22 @@ class KernelSession:
 
     def start(self) -> None:
         """Launch the kernel and wait until it answers (``startup_timeout_s``)."""
-        started = time.perf_counter()
+        self.launch()
+        client = BlockingKernelClient()
+        client.load_connection_info(self.km.get_connection_info())
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=self.limits.startup_timeout_s)
+        except RuntimeError:
+            client.stop_channels()
+            raise
+        client.allow_stdin = False
+        self.client = client
+        self.start_s = time.perf_counter() - self._launched
+
+    def launch(self) -> None:
+        """Start the kernel process without waiting for it (``start`` also waits)."""
+        self._launched = time.perf_counter()
         log = open(self._root / "kernel.log", "wb")  # noqa: SIM115 - the kernel writes here
         kwargs: dict[str, object] = {"pass_fds": tuple(h.fileno() for h in self._handles),
                                      "stdout": log, "stderr": log}
@@ -93,17 +108,64 @@ class KernelSession:
             log.close()
             for handle in self._handles:
                 handle.close()
-        client = BlockingKernelClient()
-        client.load_connection_info(self.km.get_connection_info())
-        client.start_channels()
-        try:
-            client.wait_for_ready(timeout=self.limits.startup_timeout_s)
-        except RuntimeError:
-            client.stop_channels()
-            raise
-        client.allow_stdin = False
-        self.client = client
-        self.start_s = time.perf_counter() - started
+
+    def preload(self, files: dict[str, Path], code: str = "import torch") -> None:
+        """Run ``code`` (a warm-up) and copy ``files`` into the work dir of a started kernel.
+
+        For a warm pool: a kernel started before its submission was known, with no files,
+        gets them here, written by the kernel into its own private work dir. No student
+        code has run in it yet. Raises RuntimeError if the kernel does not confirm.
+        """
+        import base64
+
+        if self.client is None:
+            raise RuntimeError("the kernel is not started")
+        chunks = [code] if code else []
+        for name, path in files.items():
+            data = path.read_bytes()
+            chunks.append(f"open({name!r}, 'wb').close()")
+            for at in range(0, max(len(data), 1), 4 << 20):
+                piece = base64.b64encode(data[at:at + (4 << 20)]).decode("ascii")
+                chunks.append(f"import base64 as _b\nwith open({name!r}, 'ab') as _f:\n"
+                              f"    _f.write(_b.b64decode({piece!r}))")
+        chunks.append("for _n in ('_b', '_f'):\n    globals().pop(_n, None)")
+        for chunk in chunks:
+            reply = self.client.execute_interactive(
+                chunk, silent=True, store_history=False, timeout=self.limits.startup_timeout_s,
+                output_hook=lambda _msg: None)
+            if reply["content"].get("status") != "ok":
+                raise RuntimeError(f"the warm kernel refused its files: "
+                                   f"{reply['content'].get('evalue', '')}")
+
+    def peak_rss_mb(self) -> float | None:
+        """The largest peak resident memory (VmHWM) among the kernel's processes, in MiB."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is None or process.poll() is not None:
+            return None
+        family, peak = {process.pid}, 0
+        stats = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    text = (entry / "stat").read_text()
+                    stats.append((int(entry.name), int(text.rsplit(")", 1)[1].split()[1])))
+                except (OSError, ValueError, IndexError):
+                    continue
+        grew = True
+        while grew:
+            grew = False
+            for pid, ppid in stats:
+                if ppid in family and pid not in family:
+                    family.add(pid)
+                    grew = True
+        for pid in family:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except (OSError, ValueError):
+                continue
+        return round(peak / 1024, 1) if peak else None
 
     def log_tail(self, size: int = 4000) -> str:
         """The end of what the kernel process wrote to stdout/stderr (capped by RLIMIT_FSIZE)."""

@@ -1,0 +1,160 @@
+"""The class dashboard: one self-contained HTML page (no scripts, no network).
+
+A score histogram and per-item pass rates drawn as SVG images (data URIs), the items the
+class gets wrong most often first, the slowest submissions and the ones that failed to
+grade or scored lowest, each linking to the student's report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import statistics
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..rubric import Rubric
+from .gradebook import Row
+
+__all__ = ["write_dashboard", "histogram_svg", "bars_svg"]
+
+_PAGE = jinja2.Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }}: class dashboard</title>
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.cards { display: flex; gap: 1em; flex-wrap: wrap; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: .6em 1em; min-width: 9em; }
+.card b { display: block; font-size: 1.5em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00020; } .muted { color: #777; }
+img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
+</style></head><body>
+<h1>{{ title }} <span class="muted">({{ assignment }})</span></h1>
+<div class="cards">
+  <div class="card">students<b>{{ summary.students }}</b></div>
+  <div class="card">mean score<b>{{ mean }}</b><span class="muted">of {{ max_score }}</span></div>
+  <div class="card">median<b>{{ median }}</b></div>
+  <div class="card">full marks<b>{{ full }}</b></div>
+  <div class="card">could not grade<b class="{{ 'bad' if errors else '' }}">{{ errors }}</b></div>
+  <div class="card">skipped entries<b>{{ summary.skipped|length }}</b></div>
+</div>
+<h2>Scores</h2>
+<img class="plot" alt="histogram of the class's scores" src="{{ hist }}">
+<h2>Which properties the class gets wrong</h2>
+<img class="plot" alt="pass rate of each rubric item" src="{{ bars }}">
+<table><tr><th>item</th><th>visibility</th><th>points</th><th>passed</th><th>pass rate</th></tr>
+{% for it in items %}<tr><td>{{ it.id }}<br><span class="muted">{{ it.title }}</span></td>
+<td>{{ it.visibility }}</td><td class="num">{{ it.points }}</td>
+<td class="num">{{ it.passed }}/{{ it.total }}</td>
+<td class="num {{ 'bad' if it.rate < 0.5 else '' }}">{{ '%.0f'|format(100 * it.rate) }} %</td></tr>
+{% endfor %}</table>
+<h2>Submissions that failed to grade or scored lowest</h2>
+<table><tr><th>student</th><th>score</th><th>what</th></tr>
+{% for r in worst %}<tr><td>{% if r.report %}<a href="{{ r.link }}">{{ r.student }}</a>
+{% else %}{{ r.student }}{% endif %} {{ r.name }}</td>
+<td class="num">{{ r.score_text }}</td><td>{{ r.what }}</td></tr>{% endfor %}</table>
+<h2>Slowest submissions</h2>
+<table><tr><th>student</th><th>seconds</th><th>peak kernel memory (MiB)</th></tr>
+{% for r in slowest %}<tr><td>{{ r.student }}</td>
+<td class="num">{{ '%.1f'|format(r.duration_s) }}</td>
+<td class="num">{{ r.peak_rss_mb if r.peak_rss_mb is not none else '' }}</td></tr>
+{% endfor %}</table>
+{% if summary.skipped %}<h2>Skipped entries of the export</h2>
+<table><tr><th>entry</th><th>why</th></tr>{% for s in summary.skipped %}
+<tr><td>{{ s.source }}</td><td>{{ s.reason }}</td></tr>{% endfor %}</table>{% endif %}
+<p class="muted">rubric {{ summary.rubric_sha256[:12] }} · {{ summary.layout }} export ·
+graded in {{ summary.seconds }} s</p>
+</body></html>
+""", autoescape=True)
+
+
+def _data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
+def histogram_svg(scores: list[float], max_score: float, bins: int = 10) -> str:
+    """An SVG histogram of ``scores`` over [0, max_score]."""
+    width, height, pad = 640, 240, 36
+    counts = [0] * bins
+    for s in scores:
+        k = min(bins - 1, int(bins * s / max_score)) if max_score > 0 else 0
+        counts[max(0, k)] += 1
+    top = max(counts + [1])
+    bar_w = (width - 2 * pad) / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" '
+             f'fill="white"/>']
+    for k, c in enumerate(counts):
+        h = (height - 2 * pad) * c / top
+        x, y = pad + k * bar_w, height - pad - h
+        parts.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" '
+                     f'height="{h:.1f}" fill="#3b6fb6"/>')
+        if c:
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" '
+                         f'text-anchor="middle">{c}</text>')
+        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - pad + 14}" '
+                     f'text-anchor="middle">{max_score * k / bins:.3g}</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle">score (of '
+                 f'{max_score:g})</text></svg>')
+    return "".join(parts)
+
+
+def bars_svg(labels: list[str], rates: list[float]) -> str:
+    """Horizontal bars: the pass rate of each label, in [0, 1]."""
+    row, left, width = 22, 230, 640
+    height = row * len(labels) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" '
+             f'fill="white"/>']
+    for k, (label, rate) in enumerate(zip(labels, rates)):
+        y = 10 + k * row
+        w = (width - left - 50) * rate
+        colour = "#b00020" if rate < 0.5 else "#d08800" if rate < 0.8 else "#2e7d32"
+        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">'
+                     f'{html.escape(label[:36])}</text><rect x="{left}" y="{y + 3}" '
+                     f'width="{w:.1f}" height="{row - 6}" fill="{colour}"/><text '
+                     f'x="{left + w + 4:.1f}" y="{y + 14}">{100 * rate:.0f} %</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[str, Any]
+                    ) -> None:
+    graded = [r for r in rows if r.status == "graded"]
+    scores = [r.score for r in graded]
+    items = []
+    for item in rubric.items:
+        outcomes = [i for r in graded for i in r.items if i["id"] == item.id]
+        passed = sum(i["outcome"] == "passed" for i in outcomes)
+        items.append({"id": item.id, "title": item.title, "visibility": item.visibility,
+                      "points": f"{item.points:g}", "passed": passed, "total": len(outcomes),
+                      "rate": passed / len(outcomes) if outcomes else 0.0})
+    items.sort(key=lambda i: (i["rate"], i["id"]))
+    worst = [{"student": r.student, "name": r.name, "report": r.report,
+              "link": (r.report or "").replace("report.json", "report.html"),
+              "score_text": "error" if r.status == "error" else f"{r.score:.4g}",
+              "what": r.message if r.status == "error" else ", ".join(
+                  i["id"] for i in r.items if i["outcome"] != "passed") or "-"}
+             for r in sorted(rows, key=lambda r: (r.status != "error", r.score))[:15]
+             if r.status == "error" or r.score < rubric.max_score]
+    slowest = sorted((r for r in graded if r.duration_s is not None),
+                     key=lambda r: -(r.duration_s or 0))[:10]
+    page = _PAGE.render(
+        title=rubric.title, assignment=rubric.assignment, summary=summary,
+        mean=f"{statistics.mean(scores):.3g}" if scores else "-",
+        median=f"{statistics.median(scores):.3g}" if scores else "-",
+        max_score=f"{rubric.max_score:g}",
+        full=sum(s >= rubric.max_score - 1e-9 for s in scores),
+        errors=sum(r.status == "error" for r in rows),
+        hist=_data_uri(histogram_svg(scores, rubric.max_score)),
+        bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
+        items=items, worst=worst, slowest=slowest)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,106 @@
+"""What a batch hands on: LMS grade imports, Gradescope results, a zip of reports, a summary.
+
+- ``brightspace.csv``: Brightspace (D2L, Ufora) grade import — ``OrgDefinedId``, the grade
+  item's ``<title> Points Grade`` and the ``End-of-Line Indicator`` column.
+- ``canvas.csv``: Canvas gradebook import — ``Student, ID, SIS User ID, SIS Login ID,
+  Section, <title>``, with the ``Points Possible`` row.
+- ``students/<id>/results.json``: Gradescope's autograder format (``score``, ``tests``
+  with ``visibility``: public items ``visible``, hidden ones ``after_published``).
+- ``reports.zip``: every student's report.json and report.html.
+- ``batch.json``: the run (layout, counts, what was skipped and why, errors).
+- ``dashboard.html``: the class view (``dashboard.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..rubric import Rubric
+from .gradebook import Gradebook, Row
+
+__all__ = ["write_exports", "gradescope_results"]
+
+
+def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
+    """A grader report in Gradescope's ``results.json`` format."""
+    tests = []
+    for item in report["items"]:
+        text = item["message"]
+        if item.get("counterexample") and item["counterexample"].get("inputs"):
+            shown = "; ".join(f"{k} = {v}" for k, v in item["counterexample"]["inputs"].items())
+            text += f"\nfailing input: {shown[:2000]}"
+        if item.get("hint") and item["outcome"] != "passed":
+            text += f"\nhint: {item['hint']}"
+        tests.append({"name": f"{item['id']}: {item['title']}", "score": item["score"],
+                      "max_score": item["max_score"], "output": text,
+                      "status": "passed" if item["outcome"] == "passed" else "failed",
+                      "visibility": "visible" if item["visibility"] == "public"
+                      else "after_published"})
+    failed = [c for c in report["execution"]["cells"] if c["status"] != "ok"]
+    output = (f"{report['title']}: graded in a sandbox by grader "
+              f"{report['versions']['grader']}.")
+    if failed:
+        output += f" {len(failed)} notebook cell(s) did not run cleanly."
+    return {"score": report["score"], "output": output, "tests": tests,
+            "visibility": "visible", "stdout_visibility": "hidden",
+            "execution_time": round(report["timings"]["total_s"])}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _score(row: Row) -> str:
+    return f"{row.score:.4g}" if row.status == "graded" else ""
+
+
+def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
+                  names: dict[str, str]) -> None:
+    from .dashboard import write_dashboard
+
+    rows = book.latest(rubric.assignment, rubric.sha256)
+    title = rubric.title
+    _csv(out / "brightspace.csv", ["OrgDefinedId", f"{title} Points Grade",
+                                   "End-of-Line Indicator"],
+         [[f"#{r.student}", _score(r), "#"] for r in rows])
+    _csv(out / "canvas.csv", ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", title],
+         [["Points Possible", "", "", "", "", f"{rubric.max_score:g}"]] +
+         [[r.name or names.get(r.student, ""), r.student, "", "", "", _score(r)] for r in rows])
+    tmp = out / ".reports.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for r in rows:
+            if r.report:
+                folder = (out / r.report).parent
+                for name in ("report.json", "report.html"):
+                    if (folder / name).is_file():
+                        zf.write(folder / name, f"{folder.name}/{name}")
+                report = json.loads((out / r.report).read_text())
+                _atomic_text(folder / "results.json",
+                             json.dumps(gradescope_results(report), indent=1))
+    os.replace(tmp, out / "reports.zip")
+    missing = sorted(set(names) - {r.student for r in rows})
+    summary = {"assignment": rubric.assignment, "rubric_sha256": rubric.sha256,
+               "layout": result.layout, "students": len(rows), "graded_now": result.graded,
+               "errors_now": result.errors, "already_graded": result.already,
+               "superseded_attempts": result.superseded, "seconds": result.seconds,
+               "skipped": result.skipped, "roster_without_submission": missing,
+               "errors": [{"student": r.student, "message": r.message} for r in rows
+                          if r.status == "error"]}
+    _atomic_text(out / "batch.json", json.dumps(summary, indent=1))
+    write_dashboard(rows, rubric, out / "dashboard.html", summary)

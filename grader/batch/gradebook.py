@@ -1,0 +1,114 @@
+"""The gradebook: SQLite, one row per (student, assignment, submission hash, rubric hash).
+
+A row is written in one transaction after the student's report files are in place
+(written atomically), so a grader killed at any moment leaves either a complete row or
+none: the rerun grades what has no row, and the primary key forbids duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Gradebook", "Row"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    student        TEXT NOT NULL,
+    name           TEXT NOT NULL DEFAULT '',
+    assignment     TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    rubric_sha256  TEXT NOT NULL,
+    submitted      TEXT,
+    status         TEXT NOT NULL,          -- graded | error
+    score          REAL NOT NULL,
+    max_score      REAL NOT NULL,
+    items          TEXT NOT NULL,          -- JSON: [{id, outcome, score, max_score}]
+    message        TEXT NOT NULL DEFAULT '',
+    report         TEXT,                   -- report.json, relative to the batch folder
+    duration_s     REAL,
+    peak_rss_mb    REAL,
+    source         TEXT NOT NULL DEFAULT '',
+    graded_at      TEXT NOT NULL,
+    PRIMARY KEY (student, assignment, content_sha256, rubric_sha256)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    student: str
+    name: str
+    assignment: str
+    content_sha256: str
+    rubric_sha256: str
+    submitted: str | None
+    status: str
+    score: float
+    max_score: float
+    items: list[dict[str, Any]]
+    message: str = ""
+    report: str | None = None
+    duration_s: float | None = None
+    peak_rss_mb: float | None = None
+    source: str = ""
+    graded_at: str = ""
+
+
+class Gradebook:
+    """The batch's results; safe to reopen after a crash (WAL journal, synchronous FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def has(self, student: str, assignment: str, sha: str, rubric_sha: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM results WHERE student=? AND assignment=? AND content_sha256=? AND "
+            "rubric_sha256=?", (student, assignment, sha, rubric_sha)).fetchone() is not None
+
+    def record(self, row: Row) -> None:
+        stamp = row.graded_at or _dt.datetime.now(_dt.timezone.utc).isoformat(
+            timespec="seconds")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?)",
+                (row.student, row.name, row.assignment, row.content_sha256, row.rubric_sha256,
+                 row.submitted, row.status, row.score, row.max_score, json.dumps(row.items),
+                 row.message, row.report, row.duration_s, row.peak_rss_mb, row.source, stamp))
+
+    def rows(self, assignment: str, rubric_sha: str | None = None) -> list[Row]:
+        """Every row of ``assignment`` (of one rubric version when given)."""
+        query = "SELECT * FROM results WHERE assignment=?"
+        args: tuple[Any, ...] = (assignment,)
+        if rubric_sha:
+            query += " AND rubric_sha256=?"
+            args += (rubric_sha,)
+        out = []
+        for r in self.db.execute(query + " ORDER BY student, submitted, graded_at", args):
+            values = list(r)
+            values[9] = json.loads(values[9])
+            out.append(Row(*values))
+        return out
+
+    def latest(self, assignment: str, rubric_sha: str) -> list[Row]:
+        """One row per student: their latest submission under this rubric."""
+        best: dict[str, Row] = {}
+        for row in self.rows(assignment, rubric_sha):
+            old = best.get(row.student)
+            if old is None or (row.submitted or "", row.graded_at) >= (old.submitted or "",
+                                                                        old.graded_at):
+                best[row.student] = row
+        return [best[k] for k in sorted(best)]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,322 @@
+"""Grade a whole class: parallel workers, warm kernels, a gradebook that loses nothing.
+
+Each worker process grades one submission at a time, each in a fresh sandboxed kernel;
+a kernel for the *next* submission is started (and ``import torch`` run in it) in the
+background while the current one is graded, and handed over with the submission's files
+copied in — never reused across students. The main process is the only writer: it writes
+each student's reports atomically, then the gradebook row, so killing it at any moment
+loses at most the submissions in flight, which the rerun grades.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import re
+import shutil
+import time
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import GraderError
+from ..pipeline import find_course, open_submission
+from ..rubric import load_rubric
+from .gradebook import Gradebook, Row
+from .ingest import Ingested, Limits, ingest, read_roster
+
+__all__ = ["Job", "BatchResult", "run_batch", "grade_job"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One submission to grade (plain data: crosses process and machine boundaries)."""
+
+    student: str
+    name: str
+    folder: str
+    sha256: str
+    submitted: str | None
+    source: str
+    files: dict[str, bytes] | None = None     # shipped to remote workers (Dask)
+
+
+@dataclass
+class BatchResult:
+    out: Path
+    layout: str
+    graded: int = 0
+    errors: int = 0
+    already: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    superseded: int = 0
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------- worker side
+class WarmPool:
+    """At most one kernel started ahead of need, for one set of limits.
+
+    ``prepare`` launches the kernel process and queues ``import torch`` without waiting;
+    the kernel boots while the worker grades the current submission. ``take`` collects
+    it, copies the next submission's files in, and prepares the next one. One thread:
+    a kernel client's sockets must stay in the thread that made them.
+    """
+
+    def __init__(self, sandbox: bool, gpu: bool) -> None:
+        self.sandbox, self.gpu = sandbox, gpu
+        self._ready: tuple[Any, Any, str] | None = None
+        self._limits: Any = None
+
+    def prepare(self, limits: Any) -> None:
+        from jupyter_client import BlockingKernelClient
+
+        from ..sandbox import KernelSession
+
+        self._limits = limits
+        try:
+            session = KernelSession({}, limits, sandbox=self.sandbox, gpu=self.gpu)
+            session.launch()
+            client = BlockingKernelClient()
+            client.load_connection_info(session.km.get_connection_info())
+            client.start_channels()
+            msg_id = client.execute("import torch", silent=True, store_history=False)
+            self._ready = (session, client, msg_id)
+        except Exception:  # noqa: BLE001 - no warm kernel just means a cold start
+            self._ready = None
+
+    def take(self, files: dict[str, Path], limits: Any) -> Any:
+        """The warm kernel with ``files`` copied in, or None (then the caller starts one)."""
+        ready, self._ready = self._ready, None
+        fits = self._limits == limits
+        self.prepare(limits)
+        if ready is None:
+            return None
+        session, client, msg_id = ready
+        try:
+            if not fits:
+                raise RuntimeError("other limits")
+            deadline = time.monotonic() + session.limits.startup_timeout_s
+            while True:
+                reply = client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            if reply["content"].get("status") != "ok":
+                raise RuntimeError("the warm-up failed")
+            client.allow_stdin = False
+            session.client = client
+            session.start_s = 0.0
+            session.preload(files, "")
+        except Exception:  # noqa: BLE001 - a kernel that is not ready: close it
+            client.stop_channels()
+            session.close()
+            return None
+        return session
+
+    def close(self) -> None:
+        if self._ready is not None:
+            session, client, _ = self._ready
+            client.stop_channels()
+            session.close()
+            self._ready = None
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool) -> None:
+    import atexit
+
+    _STATE.update(course=course, lab=lab, sandbox=sandbox, device=device)
+    if warm:
+        pool = WarmPool(sandbox, device.startswith("cuda"))
+        pool.prepare(load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits)
+        _STATE["pool"] = pool
+        atexit.register(pool.close)
+
+
+def grade_job(job: Job, course: str | None = None, lab: str | None = None,
+              sandbox: bool | None = None, device: str | None = None) -> dict[str, Any]:
+    """Grade one job in this process; never raises (an error becomes the result)."""
+    from ..pipeline import grade
+
+    course = course or _STATE["course"]
+    lab = lab or _STATE["lab"]
+    sandbox = _STATE.get("sandbox", True) if sandbox is None else sandbox
+    device = device or _STATE.get("device", "cpu")
+    pool: WarmPool | None = _STATE.get("pool")
+    started = time.perf_counter()
+    folder = Path(job.folder)
+    tmp = None
+    try:
+        if job.files is not None:              # a remote worker: files came with the job
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="grader-job-"))
+            folder = tmp / "submission"
+            folder.mkdir()
+            for name, data in job.files.items():
+                (folder / Path(name).name).write_bytes(data)
+        report = grade(folder, assignment=lab, course=course, sandbox=sandbox, device=device,
+                       warm=pool.take if pool else None)
+        return {"student": job.student, "report": report, "error": None}
+    except GraderError as exc:
+        return {"student": job.student, "report": None, "error": str(exc),
+                "seconds": time.perf_counter() - started}
+    except Exception as exc:  # noqa: BLE001 - a grader bug: needs review, batch goes on
+        return {"student": job.student, "report": None,
+                "error": f"grader internal error ({type(exc).__name__}: {exc}); needs review",
+                "traceback": traceback.format_exc()[-4000:],
+                "seconds": time.perf_counter() - started}
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main side
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text).strip("._")[:80] or "student"
+
+
+def _write_atomically(report: dict[str, Any], folder: Path) -> Path:
+    """report.json and report.html into ``folder``, each replaced in one rename."""
+    from ..report import write_reports
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    json_path, html_path = write_reports(report, staging)
+    for path in (html_path, json_path):
+        os.replace(path, folder / path.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder / json_path.name
+
+
+def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score: float,
+         out: Path) -> Row:
+    report = result.get("report")
+    if report is None:
+        return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "error",
+                   0.0, max_score, [], result.get("error") or "", None,
+                   result.get("seconds"), None, job.source)
+    path = _write_atomically(report, out / "students" / _slug(job.student))
+    items = [{"id": i["id"], "outcome": i["outcome"], "score": i["score"],
+              "max_score": i["max_score"], "visibility": i["visibility"]}
+             for i in report["items"]]
+    return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "graded",
+               float(report["score"]), float(report["max_score"]), items, "",
+               str(path.relative_to(out)), report["timings"]["total_s"],
+               report["execution"].get("peak_rss_mb"), job.source)
+
+
+def _jobs(ingested: Ingested, names: dict[str, str]) -> list[Job]:
+    out = []
+    for a in ingested.attempts:
+        sub = open_submission(a.folder)
+        out.append(Job(a.student, names.get(a.student) or a.name, str(a.folder), sub.sha256,
+                       a.submitted.isoformat() if a.submitted else None, a.source))
+    return out
+
+
+def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = None,
+              workers: int | None = None, regrade: bool = False, device: str = "cpu",
+              sandbox: bool = True, roster: Path | None = None, all_attempts: bool = False,
+              warm: bool = True, scheduler: str | None = None, limits: Limits | None = None,
+              progress: Callable[[int, int, str], None] | None = None) -> BatchResult:
+    """Ingest ``source``, grade what the gradebook lacks, write reports, exports, dashboard."""
+    from .exports import write_exports
+
+    started = time.perf_counter()
+    course_dir = find_course(course)
+    rubric = load_rubric(course_dir / "rubrics" / f"{lab}.yaml")
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    ingested = ingest(source, scratch, limits=limits or Limits(), all_attempts=all_attempts)
+    names = read_roster(roster) if roster else {}
+    book = Gradebook(out / "gradebook.sqlite")
+    result = BatchResult(out, ingested.layout, superseded=ingested.superseded,
+                         skipped=[dataclasses.asdict(s) for s in ingested.skipped])
+    todo = []
+    for job in _jobs(ingested, names):
+        if not regrade and book.has(job.student, lab, job.sha256, rubric.sha256):
+            result.already += 1
+        else:
+            todo.append(job)
+    note = progress or (lambda _done, _total, _msg: None)
+    note(0, len(todo), f"{ingested.layout} export: {len(todo)} to grade, "
+                       f"{result.already} already graded")
+
+    def done(job: Job, outcome: dict[str, Any], count: int) -> None:
+        row = _row(job, outcome, lab, rubric.sha256, rubric.max_score, out)
+        book.record(row)
+        result.graded += row.status == "graded"
+        result.errors += row.status == "error"
+        note(count, len(todo), f"{job.student}: {row.score:.4g}/{row.max_score:g}"
+             if row.status == "graded" else f"{job.student}: error")
+
+    runner = _run_dask if scheduler else _run_local
+    runner(todo, done, course=str(course_dir), lab=lab, sandbox=sandbox, device=device,
+           workers=workers or os.cpu_count() or 1, warm=warm, scheduler=scheduler)
+    result.seconds = round(time.perf_counter() - started, 1)
+    write_exports(book, rubric, out, result, names)
+    book.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None], *,
+               course: str, lab: str, sandbox: bool, device: str, workers: int, warm: bool,
+               scheduler: str | None) -> None:
+    pending, count = list(todo), 0
+    tries: dict[str, int] = {}
+    while pending:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))),
+                                 mp_context=context, initializer=_init_worker,
+                                 initargs=(course, lab, sandbox, device, warm)) as pool:
+            futures: dict[Future, Job] = {pool.submit(grade_job, job): job for job in pending}
+            pending = []
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:           # a worker died: retry once, then report
+                    tries[job.sha256] = tries.get(job.sha256, 0) + 1
+                    if tries[job.sha256] < 2:
+                        pending.append(job)
+                        continue
+                    outcome = {"report": None, "error": "the grading worker died twice on "
+                               "this submission; needs review"}
+                count += 1
+                done(job, outcome, count)
+
+
+def _run_dask(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None], *,
+              course: str, lab: str, sandbox: bool, device: str, workers: int, warm: bool,
+              scheduler: str | None) -> None:
+    """The same jobs on a Dask distributed cluster (workers need the course at ``course``)."""
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise GraderError("--scheduler needs Dask distributed: pip install 'grader[cluster]'"
+                          ) from None
+    with Client(scheduler, timeout="30s") as client:
+        shipped = [dataclasses.replace(job, files={p.name: p.read_bytes()
+                                                   for p in Path(job.folder).iterdir()
+                                                   if p.is_file()}) for job in todo]
+        futures = {client.submit(grade_job, job, course, lab, sandbox, device, pure=False,
+                                 key=f"grade-{job.sha256[:16]}-{job.student}"): job
+                   for job in shipped}
+        for count, future in enumerate(dask_completed(list(futures)), 1):
+            job = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker, a cancelled task
+                outcome = {"report": None, "error": f"the cluster could not grade it "
+                           f"({type(exc).__name__}: {exc}); needs review"}
+            done(job, outcome, count)
