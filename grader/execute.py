@@ -126,12 +126,16 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
     record.cells = [CellRecord(index=i) for i in code]
     done: list[int] = []
     position = 0
-    while position < len(code):
+    fresh = False                  # a restarted kernel that has not replayed the good cells
+    while position < len(code) or fresh:
         client = _client(nb, session)
         try:
             with client.setup_kernel(cleanup_kc=False):
-                for index in done:                      # replay after a restart
-                    client.execute_cell(nb.cells[index], index)
+                if fresh:                               # replay after a restart, even when
+                    client.timeout = int(limits.cell_timeout_s)   # the failing cell was last
+                    for index in done:
+                        client.execute_cell(nb.cells[index], index)
+                    fresh = False
                 while position < len(code):
                     index, rec = code[position], record.cells[position]
                     remaining = limits.total_timeout_s - (time.monotonic() - started)
@@ -150,6 +154,11 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                         done.append(index)
                     position += 1
         except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
+            if fresh:              # the replay itself failed: blame no cell, stop replaying
+                session.close()
+                session, fresh = start_session(), False
+                done.clear()
+                continue
             rec = record.cells[position]
             timeout = isinstance(exc, CellTimeoutError)
             rec.status = "timeout" if timeout else "error"
@@ -163,15 +172,15 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
             session.close()
             if time.monotonic() - started >= limits.total_timeout_s:
                 record.timed_out = True
-                session = start_session()
-                break
-            record.restarts += 1
+            else:
+                record.restarts += 1
             session = start_session()
+            fresh = True
         finally:
             record.output_truncated |= client.truncated
             if client.kc is not None:
                 client.kc.stop_channels()
-        if record.timed_out:
+        if record.timed_out and not fresh:
             break
     record.notebook_s = round(time.monotonic() - started, 3)
     return session

@@ -250,3 +250,15 @@ def test_instruments_are_built_in_the_kernel_and_unknown_names_refused() -> None
                 kernel.instrument(module, name)
     finally:
         session.close()
+
+
+def test_a_last_cell_that_hangs_or_crashes_keeps_the_earlier_cells_definitions() -> None:
+    limits = Limits(cell_timeout_s=3, total_timeout_s=60)
+    for last in ("while True:\n    pass", "import os\nos._exit(1)"):
+        record, _, session = run_cells("a = 41", "b = a + 1", last, limits=limits)
+        try:
+            assert record.cells[2].status in ("timeout", "error")
+            assert record.restarts == 1
+            assert KernelProxy(session).get(Name("b")) == 42      # replayed in the new kernel
+        finally:
+            session.close()
