@@ -1,0 +1,261 @@
+"""A class graded in one command: verdicts, resume after SIGKILL, exports, dashboard, Dask."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.batch import run_batch
+from grader.report import validate_report
+
+pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "assignments" / "backprop" / "examples"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The backprop lab with short timeouts, so a hanging notebook costs seconds."""
+    root = tmp_path_factory.mktemp("course")
+    (root / "rubrics").mkdir()
+    text = (REPO / "rubrics" / "backprop.yaml").read_text()
+    text = text.replace("cell_timeout_s: 300", "cell_timeout_s: 10").replace(
+        "total_timeout_s: 900", "total_timeout_s: 120")
+    (root / "rubrics" / "backprop.yaml").write_text(text)
+    (root / "reference").symlink_to(REPO / "reference")
+    return root
+
+
+def with_cell(example: str, source: str, at: int | None = None) -> nbformat.NotebookNode:
+    nb = nbformat.read(EXAMPLES / example / "backprop.ipynb", as_version=4)
+    cell = nbformat.v4.new_code_cell(source)
+    nb.cells.insert(len(nb.cells) if at is None else at, cell)
+    return nb
+
+
+def student(root: Path, name: str, example: str, nb: nbformat.NotebookNode | None = None
+            ) -> None:
+    folder = root / name
+    shutil.copytree(EXAMPLES / example, folder)
+    if nb is not None:
+        nbformat.write(nb, folder / "backprop.ipynb")
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    subs = tmp_path_factory.mktemp("class")
+    student(subs, "alice", "correct")
+    student(subs, "bob", "bug_grad_b_not_summed")
+    student(subs, "carol", "correct", with_cell("correct", "import os\nos._exit(3)"))
+    student(subs, "dave", "correct", with_cell("correct", "while True:\n    pass"))
+    student(subs, "eve", "correct", with_cell("correct", "hog = bytearray(40 * 2**30)"))
+    tpl = nbformat.read(REPO / "assignments" / "backprop" / "backprop.ipynb", as_version=4)
+    student(subs, "frank", "correct", tpl)
+    (subs / "grace").mkdir()
+    (subs / "grace" / "backprop.ipynb").write_text('{"cells": [')        # malformed
+    (subs / "heidi").mkdir()
+    (subs / "heidi" / "answers.docx").write_bytes(b"PK not a notebook")  # wrong type
+    with zipfile.ZipFile(subs / "ivan.zip", "w") as zf:                   # zip-slip + ok
+        zf.writestr("../../../evil.ipynb", "{}")
+        for p in (EXAMPLES / "different").iterdir():
+            zf.write(p, f"ivan/{p.name}")
+    out = tmp_path_factory.mktemp("batch")
+    result = run_batch(subs, "backprop", out, course=course, workers=2)
+    return out, result
+
+
+def rows(out: Path) -> dict[str, tuple]:
+    with sqlite3.connect(out / "gradebook.sqlite") as db:
+        return {r[0]: r[1:] for r in db.execute(
+            "SELECT student, status, score, max_score, items FROM results")}
+
+
+def test_a_mixed_class_gets_the_right_verdicts_and_the_batch_goes_on(graded) -> None:
+    out, result = graded
+    got = {k: (v[0], v[1]) for k, v in rows(out).items()}
+    assert got == {"alice": ("graded", 20.0), "bob": ("graded", 16.0),
+                   "carol": ("graded", 20.0),      # os._exit: cell recorded, kernel restarted
+                   "dave": ("graded", 20.0),       # infinite loop: the cell timed out
+                   "eve": ("graded", 20.0),        # 40 GB: MemoryError in its cell
+                   "frank": ("graded", 0.0),       # the blank template
+                   "ivan": ("graded", 20.0)}
+    reasons = "\n".join(f"{s['source']}: {s['reason']}" for s in result.skipped)
+    assert "grace: student grace: backprop.ipynb is not a valid notebook" in reasons
+    assert "heidi: student heidi: 0 notebooks" in reasons
+    assert "ivan.zip:../../../evil.ipynb: path escapes the archive (zip-slip)" in reasons
+    assert not list(out.parent.glob("**/evil.ipynb"))
+    reports = {p.parent.name: json.loads(p.read_text())
+               for p in (out / "students").glob("*/report.json")}
+    for report in reports.values():
+        validate_report(report)
+        assert report["execution"]["sandbox"]["enabled"] is True
+        assert report["execution"]["peak_rss_mb"] > 50
+    cells = {name: {c["status"] for c in r["execution"]["cells"]} for name, r in reports.items()}
+    assert "timeout" in cells["dave"] and "error" in cells["eve"]
+    assert reports["carol"]["execution"]["kernel_died"] is True
+    assert any(r["execution"]["warm_kernel"] for r in reports.values())
+
+
+def test_exports_are_in_the_lms_formats(graded) -> None:
+    out, _ = graded
+    with open(out / "brightspace.csv", newline="") as f:
+        bs = list(csv.reader(f))
+    assert bs[0] == ["OrgDefinedId", "Deep-learning review: layers, backpropagation, SGD "
+                     "Points Grade", "End-of-Line Indicator"]
+    assert ["#bob", "16", "#"] in bs and len(bs) == 8
+    with open(out / "canvas.csv", newline="") as f:
+        cv = list(csv.reader(f))
+    assert cv[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    assert cv[1] == ["Points Possible", "", "", "", "", "20"]
+    gs = json.loads((out / "students" / "bob" / "results.json").read_text())
+    assert gs["score"] == 16 and {t["visibility"] for t in gs["tests"]} == {"visible",
+                                                                          "after_published"}
+    failed = [t for t in gs["tests"] if t["status"] == "failed"]
+    assert failed and all(t["score"] < t["max_score"] for t in failed)
+    with zipfile.ZipFile(out / "reports.zip") as zf:
+        assert "alice/report.html" in zf.namelist() and "bob/report.json" in zf.namelist()
+    summary = json.loads((out / "batch.json").read_text())
+    assert summary["students"] == 7 and summary["layout"] == "folders"
+
+
+def test_a_rerun_grades_nothing_twice_and_regrade_does(graded, course: Path) -> None:  # noqa: ANN001
+    out, _ = graded
+    before = rows(out)
+    rerun = out.parent / "rerun-class"
+    shutil.copytree(EXAMPLES / "correct", rerun / "alice")
+    again = run_batch(rerun, "backprop", out, course=course, workers=1)
+    assert (again.graded, again.already) == (0, 1)
+    assert rows(out) == before
+    shutil.copytree(EXAMPLES / "bug_grad_b_not_summed", rerun / "zoe")
+    again = run_batch(rerun, "backprop", out, course=course, workers=1, regrade=True)
+    assert (again.graded, again.already) == (2, 0)
+    assert rows(out)["zoe"][1] == 16.0 and len(rows(out)) == len(before) + 1
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (apt install "
+                                               "chromium to run the dashboard test)")
+def test_the_dashboard_renders_in_headless_chromium(graded) -> None:
+    from PIL import Image
+
+    out, _ = graded
+    page = (out / "dashboard.html").read_text()
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    shot.unlink(missing_ok=True)
+    base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+            "--allow-file-access-from-files", "--hide-scrollbars"]
+    dom = subprocess.run([*base, "--dump-dom", (out / "dashboard.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "Which properties the class gets wrong" in dom.stdout
+    assert dom.stdout.count('<img class="plot"') == 2
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,2200",
+                    (out / "dashboard.html").as_uri()], capture_output=True, timeout=120)
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 2200)
+    colours = image.getcolors(maxcolors=1 << 20)
+    blue = sum(n for n, c in colours if c[2] > 150 and c[0] < 90)      # histogram bars
+    assert len(colours) > 50 and blue > 500, "the plots did not render"
+
+
+def test_killing_the_batch_with_sigkill_and_rerunning_loses_and_duplicates_nothing(
+        course: Path, tmp_path: Path) -> None:
+    subs = tmp_path / "class"
+    for k, example in enumerate(["correct", "bug_grad_b_not_summed", "different", "correct",
+                                 "bug_softmax_no_max_shift"]):
+        student(subs, f"s{k}", example)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "grader.cli", "batch", str(subs), "--assignment", "backprop",
+           "--out", str(out), "--workers", "1", "--course", str(course)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (out / "gradebook.sqlite").exists() and 2 <= len(rows(out)) < 5:
+                break
+        else:
+            pytest.fail("the batch graded nothing in 300 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = rows(out)
+    assert 2 <= len(partial) < 5
+    finished = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    final = rows(out)
+    assert set(final) == {f"s{k}" for k in range(5)}
+    assert all(final[k] == v for k, v in partial.items())       # nothing graded twice
+    with sqlite3.connect(out / "gradebook.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 5
+    for path in (out / "students").glob("*/report.json"):
+        validate_report(json.loads(path.read_text()))
+    assert [p.name for p in (out / "students").rglob(".staging-*")] == []
+
+
+def test_the_same_batch_runs_on_a_dask_cluster_on_loopback(course: Path, tmp_path: Path
+                                                           ) -> None:
+    pytest.importorskip("distributed")
+    env = {**os.environ, "GRADER_COURSE": str(course)}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(tmp_path / "s.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    workers = []
+    try:
+        for _ in range(50):
+            if (tmp_path / "s.json").exists():
+                break
+            time.sleep(0.2)
+        address = json.loads((tmp_path / "s.json").read_text())["address"]
+        for k in range(2):
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers",
+                 "1", "--nthreads", "1", "--no-dashboard", "--name", f"w{k}",
+                 "--local-directory", str(tmp_path / f"w{k}")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                start_new_session=True))
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        subs = tmp_path / "class"
+        student(subs, "alice", "correct")
+        student(subs, "bob", "bug_grad_b_not_summed")
+        student(subs, "carol", "different")
+        result = run_batch(subs, "backprop", tmp_path / "out", course=course,
+                           scheduler=address)
+        assert (result.graded, result.errors) == (3, 0)
+        assert {k: v[1] for k, v in rows(tmp_path / "out").items()} == {
+            "alice": 20.0, "bob": 16.0, "carol": 20.0}
+    finally:
+        for p in [*workers, scheduler]:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in [*workers, scheduler]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
