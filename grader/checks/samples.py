@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data import digits
 from ..metrics import class_coverage, fid, memorisation
-from ..protocol import Attr
+from ..protocol import Attr, Name
 from .registry import CheckContext, Verdict, check
 
 __all__ = ["sample_grid_png"]
@@ -47,17 +47,32 @@ def sample_grid_png(images: torch.Tensor, real: torch.Tensor | None = None, *, c
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-_SAMPLING = ("model", "method", "n", "binarize", "value_range")
+_SAMPLING = ("model", "method", "n", "binarize", "value_range", "sampler")
 
 
 def draw_samples(ctx: CheckContext, params: dict[str, Any]) -> torch.Tensor | Verdict:
-    """``model.sample(n)`` from the kernel, validated and mapped to [0, 1] (or a failure)."""
+    """``model.sample(n)`` from the kernel, validated and mapped to [0, 1] (or a failure).
+
+    With ``sampler: {function: sample, T: 1000, schedule: linear_beta_schedule}`` the
+    notebook's function ``sample(model, n, betas)`` is called instead, with betas computed
+    by the grader from the trusted reference's ``schedule(T)`` (the diffusion lab).
+    """
     spec = params.get("model", {"class": "VAE", "checkpoint": None})
     model = ctx.model(spec)
     n = int(params.get("n", 1000))
-    samples = ctx.kernel.call(Attr(model, params.get("method", "sample")), n, seed=ctx.seed)
+    sampler = params.get("sampler")
+    if sampler:
+        fn = str(sampler.get("function", "sample"))
+        ctx.require(fn)
+        schedule = ctx.ref(str(sampler.get("schedule", "linear_beta_schedule")))
+        betas = torch.as_tensor(schedule(int(sampler.get("T", 1000)))).float()
+        samples = ctx.kernel.call(Name(fn), model, n, betas, seed=ctx.seed)
+        called = f"{fn}(model, {n}, betas)"
+    else:
+        samples = ctx.kernel.call(Attr(model, params.get("method", "sample")), n, seed=ctx.seed)
+        called = f"sample({n})"
     if not torch.is_tensor(samples) or tuple(samples.shape) != (n, 1, 8, 8):
-        return Verdict.failed(f"sample({n}) must return a tensor of shape ({n}, 1, 8, 8), got "
+        return Verdict.failed(f"{called} must return a tensor of shape ({n}, 1, 8, 8), got "
                               f"{getattr(samples, 'shape', type(samples).__name__)}")
     x = samples.double()
     lo, hi = params.get("value_range", [0.0, 1.0])
