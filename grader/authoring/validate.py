@@ -108,7 +108,10 @@ def _grade(args: tuple[str, str, str, bool]) -> dict[str, Any]:
     from ..pipeline import grade
 
     path, lab, course, sandbox = args
-    return grade(path, assignment=lab, course=course, sandbox=sandbox)
+    try:
+        return grade(path, assignment=lab, course=course, sandbox=sandbox)
+    except Exception as exc:  # noqa: BLE001 - one submission that cannot be graded is a row
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _rows(course: Path, rubric: Rubric, scratch: Path) -> list[tuple[Row, Path]]:
@@ -158,6 +161,10 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context) as pool:
             for (row, _), report in zip(rows, pool.map(_grade, work)):
+                if "error" in report:
+                    row.problems.append(f"could not be graded: {report['error'][:300]}")
+                    note(f"{row.kind} {row.name}: could not be graded")
+                    continue
                 for item in report["items"]:
                     row.outcomes[item["id"]] = item["outcome"]
                     row.scores[item["id"]] = float(item["score"])

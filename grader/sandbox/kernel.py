@@ -86,13 +86,40 @@ class KernelSession:
         client.load_connection_info(self.km.get_connection_info())
         client.start_channels()
         try:
-            client.wait_for_ready(timeout=self.limits.startup_timeout_s)
+            self._wait_ready(client)
         except RuntimeError:
             client.stop_channels()
             raise
         client.allow_stdin = False
         self.client = client
         self.start_s = time.perf_counter() - self._launched
+
+    def _wait_ready(self, client: BlockingKernelClient) -> None:
+        """Until the kernel answers ``kernel_info`` (``startup_timeout_s``).
+
+        jupyter_client's ``wait_for_ready`` declares a kernel dead when its heartbeat is a
+        second late, which a loaded machine causes while a kernel imports; here only the
+        process having exited, or the time limit, ends the wait.
+        """
+        import queue
+
+        deadline = time.monotonic() + self.limits.startup_timeout_s
+        while True:
+            msg_id = client.kernel_info()
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    reply = client.get_shell_msg(timeout=max(0.1, min(2.0, left)))
+                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                        return
+            except queue.Empty:
+                if not self.is_alive():
+                    raise RuntimeError("the kernel exited while starting: "
+                                       f"{self.log_tail(800)}") from None
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"the kernel did not answer within "
+                                       f"{self.limits.startup_timeout_s:g} s of starting"
+                                       ) from None
 
     def launch(self) -> None:
         """Start the kernel process without waiting for it (``start`` also waits)."""
