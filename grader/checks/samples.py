@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from typing import Any
 
@@ -61,15 +62,19 @@ def draw_samples(ctx: CheckContext, params: dict[str, Any]) -> torch.Tensor | Ve
     model = ctx.model(spec)
     n = int(params.get("n", 1000))
     sampler = params.get("sampler")
+    key = json.dumps(["samples", spec, n, sampler, params.get("method")], sort_keys=True,
+                     default=str)
     if sampler:
         fn = str(sampler.get("function", "sample"))
         ctx.require(fn)
         schedule = ctx.ref(str(sampler.get("schedule", "linear_beta_schedule")))
         betas = torch.as_tensor(schedule(int(sampler.get("T", 1000)))).float()
-        samples = ctx.kernel.call(Name(fn), model, n, betas, seed=ctx.seed)
+        samples = ctx.memo(key, lambda: ctx.kernel.call(Name(fn), model, n, betas,
+                                                        seed=ctx.seed))
         called = f"{fn}(model, {n}, betas)"
     else:
-        samples = ctx.kernel.call(Attr(model, params.get("method", "sample")), n, seed=ctx.seed)
+        method = Attr(model, params.get("method", "sample"))
+        samples = ctx.memo(key, lambda: ctx.kernel.call(method, n, seed=ctx.seed))
         called = f"sample({n})"
     if not torch.is_tensor(samples) or tuple(samples.shape) != (n, 1, 8, 8):
         return Verdict.failed(f"{called} must return a tensor of shape ({n}, 1, 8, 8), got "
