@@ -38,6 +38,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "test_elbo": ("test_elbo_nats", True),
     "ar_test_nll": ("test_nll_nats", False),
     "test_accuracy": ("test_accuracy", True),
+    "flow_test_nll": ("test_nll", False),
 }
 
 

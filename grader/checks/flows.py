@@ -1,0 +1,509 @@
+"""Checks of normalising flows (the flow lab), generic over the rubric's parameters.
+
+A transform under test is named by ``flow: {class: AffineCoupling, args: [D, mask]}``:
+the student's class built in the kernel under the grader's seed, with dims symbols and
+input names in ``args`` replaced by drawn sizes and drawn tensors (a ``mask``), its
+parameters re-drawn from N(0, ``redraw``^2) (instrument ``basic.redraw_parameters``;
+zero-initialised couplings are the identity and would hide every bug), put in eval mode,
+and cast to float64 where the student's code allows it. A trained model is named by
+``model: {class, checkpoint, args}``.
+
+Nothing the kernel says is believed: log-determinants are compared with the Jacobian
+the grader computes itself by central differences (float64) from black-box calls, and
+with the autograd Jacobian (instrument ``flow.Jacobian``) cross-checked against those;
+log-densities are recomputed as log N(z) + logdet from the student's own forward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from ..errors import StudentException
+from ..protocol import Attr, Handle, Name
+from .functions import _student_error, _verdict_of
+from .registry import CheckContext, PropertyFailure, Verdict, check
+from .strategies import format_inputs, input_sets, run_property
+
+__all__ = ["central_jacobian", "normal_log_prob", "slogdet", "grid", "logdet_problem",
+           "flow_nll"]
+
+_FLOW = ("flow", "inputs", "dims")
+_CHUNK = 16384
+
+
+# ---------------------------------------------------------------- pure helpers (tested)
+
+def normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per row, float64: (B, D) -> (B,)."""
+    z = z.double()
+    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def central_jacobian(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     eps: float) -> torch.Tensor:
+    """J[b, i, j] = d f(x)[b, i] / d x[b, j] by central differences, in ONE call of ``f``.
+
+    ``f`` maps (N, D) to (N, D_out) row by row (a flow in eval mode); the 2 B D shifted
+    rows are stacked into one batch. Returns float64 (B, D_out, D).
+    """
+    b, d = x.shape
+    eye = torch.eye(d, dtype=x.dtype) * eps
+    plus = (x[:, None, :] + eye[None]).reshape(b * d, d)
+    minus = (x[:, None, :] - eye[None]).reshape(b * d, d)
+    out = f(torch.cat([plus, minus])).detach().double()
+    hi, lo = out[: b * d].reshape(b, d, -1), out[b * d:].reshape(b, d, -1)
+    return ((hi - lo) / (2 * eps)).transpose(1, 2)
+
+
+def slogdet(jac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, log|det|) of each (D, D) Jacobian, float64."""
+    sign, logabs = torch.linalg.slogdet(jac.double())
+    return sign, logabs
+
+
+def logdet_problem(reported: Any, exact: torch.Tensor, atol: float, rtol: float = 1e-6,
+                   what: str = "forward") -> str | None:
+    """Why ``reported`` is not the log|det J| ``exact`` (B,), or None."""
+    b = exact.shape[0]
+    if not isinstance(reported, torch.Tensor) or not reported.is_floating_point():
+        return f"{what} must return (output, logdet) with logdet a float tensor, got " \
+               f"{type(reported).__name__}"
+    if tuple(reported.shape) != (b,):
+        hint = " (summed over the dimensions?)" if reported.dim() == 2 else ""
+        return f"{what}'s logdet has shape {tuple(reported.shape)}, expected ({b},): one " \
+               f"value per example{hint}"
+    rep = reported.double()
+    if not bool(torch.isfinite(rep).all()):
+        return f"{what}'s logdet is not finite"
+    err = (rep - exact).abs()
+    bound = atol + rtol * exact.abs()
+    if bool((err <= bound).all()):
+        return None
+    k = int((err - bound).argmax())
+    return f"{what}'s logdet is off by {float(err[k]):.3g} from log|det J| of its Jacobian " \
+           f"(example {k}: reported {float(rep[k]):.6g}, log|det J| = {float(exact[k]):.6g})"
+
+
+def grid(box: list[list[float]], n: int) -> tuple[torch.Tensor, float]:
+    """Midpoints of an n^D grid over ``box`` (float64 (n^D, D)) and the cell volume."""
+    axes, cell = [], 1.0
+    for lo, hi in box:
+        step = (float(hi) - float(lo)) / n
+        axes.append(float(lo) + step * (torch.arange(n, dtype=torch.float64) + 0.5))
+        cell *= step
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], 1), cell
+
+
+def flow_nll(z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
+    """-(log N(z) + logdet) per row, float64."""
+    return -(normal_log_prob(z) + logdet.double())
+
+
+# ---------------------------------------------------------------- building transforms
+
+class _Bad(Exception):
+    """The transform's outputs are unusable (wrong type, shape, not finite)."""
+
+
+def _first(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) and out else out
+
+
+def _second(out: Any) -> Any:
+    return out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+
+
+def _flow_args(params: dict[str, Any], example: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for a in params["flow"].get("args", []):
+        if isinstance(a, str) and a in example:
+            out.append(torch.as_tensor(example[a]).float())
+        elif isinstance(a, str) and a in example.get("_dims", {}):
+            out.append(int(example["_dims"][a]))
+        else:
+            out.append(a)
+    return out
+
+
+def _build(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
+           precision: str) -> Handle:
+    spec = params["flow"]
+    ctx.require(spec["class"])
+    torch.manual_seed(ctx.seed)
+    handle = ctx.kernel.call(Name(spec["class"]), *_flow_args(params, example), seed=ctx.seed,
+                             keep=True)
+    std = float(params.get("redraw", 0.3))
+    if std > 0:
+        handle = ctx.kernel.instrument("basic", "redraw_parameters", handle, std, ctx.seed)
+    ctx.kernel.call(Attr(handle, "eval"), seed=ctx.seed)
+    if precision == "float64":
+        handle = ctx.kernel.call(Attr(handle, "double"), keep=True)
+    if ctx.device != "cpu":
+        handle = ctx.kernel.call(Attr(handle, "to"), ctx.device, keep=True)
+    return handle
+
+
+def _x(example: dict[str, Any], precision: str) -> torch.Tensor:
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    return torch.as_tensor(example["x"]).to(dtype)
+
+
+def _call(ctx: CheckContext, fn: Any, x: torch.Tensor) -> Any:
+    return ctx.kernel.call(fn, x, seed=ctx.seed)
+
+
+def _tensor_like(value: Any, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise _Bad(f"{what} must be a float tensor, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise _Bad(f"{what} has shape {tuple(value.shape)}, expected {shape}")
+    if not bool(torch.isfinite(value).all()):
+        raise _Bad(f"{what} is not finite")
+    return value
+
+
+def _property(ctx: CheckContext, params: dict[str, Any],
+              body: Callable[[Handle, dict[str, Any], str], None]) -> tuple[int, Any, str]:
+    """Run ``body(flow, example, precision)`` on hypothesis examples; float64 if possible."""
+    strategy = input_sets(params["inputs"], params.get("dims", {}))
+    state: dict[str, Any] = {}
+
+    def prop(example: dict[str, Any]) -> None:
+        try:
+            if "precision" not in state:
+                state["precision"] = _precision(ctx, params, example)
+            flow = _build(ctx, params, example, state["precision"])
+            body(flow, example, state["precision"])
+        except StudentException as exc:
+            raise _student_error(exc, example) from None
+        except _Bad as exc:
+            raise PropertyFailure(str(exc), {"inputs": format_inputs(example),
+                                             "expected": None, "actual": None}) from None
+
+    ctx.require(params["flow"]["class"])
+    tried, failure = run_property(strategy, prop, int(params.get("max_examples",
+                                                                   ctx.max_examples)))
+    return tried, failure, state.get("precision", "float64")
+
+
+def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any]) -> str:
+    if params.get("precision") in ("float32", "float64"):
+        return str(params["precision"])
+    try:
+        flow = _build(ctx, params, example, "float64")
+        out = _first(_call(ctx, flow, _x(example, "float64")))
+    except StudentException:
+        return "float32"
+    return "float64" if isinstance(out, torch.Tensor) and out.dtype == torch.float64 \
+        else "float32"
+
+
+def _fail(example: dict[str, Any], message: str, expected: Any = None,
+          actual: Any = None) -> PropertyFailure:
+    return PropertyFailure(message, {"inputs": format_inputs(example),
+                                     "expected": None if expected is None else str(expected),
+                                     "actual": None if actual is None else str(actual)})
+
+
+# ---------------------------------------------------------------- check kinds
+
+@check("flow_invertibility", required=_FLOW,
+       optional=("redraw", "atol", "atol32", "inverse_logdet", "precision", "max_examples"))
+def check_flow_invertibility(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """inverse(forward(x)) = x (and forward(inverse(x)) = x) on hypothesis inputs."""
+
+    def body(flow: Handle, example: dict[str, Any], precision: str) -> None:
+        x = _x(example, precision)
+        atol = float(params.get("atol", 1e-6)) if precision == "float64" else \
+            float(params.get("atol32", 1e-4))
+        y = _tensor_like(_first(_call(ctx, flow, x)), tuple(x.shape), "forward's output")
+        back = _tensor_like(_first(_call(ctx, Attr(flow, "inverse"), y)), tuple(x.shape),
+                            "inverse(forward(x))")
+        for label, got in (("inverse(forward(x))", back),):
+            err = float(((got.double() - x.double()).abs() / x.double().abs().clamp_min(1)).max())
+            if err > atol:
+                raise _fail(example, f"{label} differs from x by {err:.3g} (tolerance {atol:g}"
+                                     f", {precision}): the inverse does not undo the forward",
+                            expected=format_inputs({"x": x})["x"],
+                            actual=format_inputs({"y": got})["y"])
+        again = _tensor_like(_first(_call(ctx, Attr(flow, "inverse"), x)), tuple(x.shape),
+                             "inverse(x)")
+        fwd = _tensor_like(_first(_call(ctx, flow, again)), tuple(x.shape),
+                           "forward(inverse(x))")
+        err = float(((fwd.double() - x.double()).abs() / x.double().abs().clamp_min(1)).max())
+        if err > atol:
+            raise _fail(example, f"forward(inverse(x)) differs from x by {err:.3g} (tolerance "
+                                 f"{atol:g}, {precision}): the forward does not undo the inverse")
+
+    tried, failure, precision = _property(ctx, params, body)
+    return _verdict_of(failure, tried, f"inverse(forward(x)) = x on {tried} generated inputs "
+                                       f"({precision})", precision=precision)
+
+
+@check("flow_logdet", required=_FLOW,
+       optional=("redraw", "atol", "atol32", "fd_eps", "compare", "precision",
+                 "max_examples"))
+def check_flow_logdet(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """``compare: jacobian`` (default): forward's logdet = log|det J| of its Jacobian (autograd
+    in the kernel, checked by the grader's central differences); ``compare: inverse``:
+    inverse's logdet at y = f(x) is minus forward's logdet at x."""
+    compare = params.get("compare", "jacobian")
+    if compare not in ("jacobian", "inverse"):
+        raise ValueError("compare must be jacobian or inverse")
+
+    def body(flow: Handle, example: dict[str, Any], precision: str) -> None:
+        x = _x(example, precision)
+        b, d = x.shape
+        f64 = precision == "float64"
+        eps = float(params.get("fd_eps", 1e-4 if f64 else 1e-2))
+        atol = float(params.get("atol", 1e-4)) if f64 else float(params.get("atol32", 5e-2))
+        out = _call(ctx, flow, x)
+        y = _tensor_like(_first(out), (b, d), "forward's output")
+        reported = _second(out)
+        if compare == "inverse":
+            _inverse_logdet(ctx, flow, example, y, reported, atol)
+            return
+
+        def forward(rows: torch.Tensor) -> torch.Tensor:
+            return _tensor_like(_first(_call(ctx, flow, rows.to(x.dtype))),
+                                (rows.shape[0], d), "forward's output")
+
+        fd = central_jacobian(forward, x.double(), eps)
+        jac_handle = ctx.kernel.instrument("flow", "Jacobian", flow, "forward")
+        ad = _tensor_like(ctx.kernel.call(jac_handle, x, seed=ctx.seed), (b, d, d),
+                          "the autograd Jacobian")
+        ad = ad.double()
+        scale = max(1.0, float(fd.abs().max()))
+        gap = float((ad - fd).abs().max())
+        if gap > (1e-4 if f64 else 5e-2) * scale:
+            raise _fail(example, f"the autograd Jacobian of forward differs from the grader's "
+                                 f"finite differences by {gap:.3g}: forward is not "
+                                 "differentiable as written (detached or in-place "
+                                 "operations?), so its log-determinant cannot be trusted")
+        sign, exact = slogdet(ad)
+        if bool((sign == 0).any()):
+            raise _fail(example, "forward's Jacobian is singular: the transform is not "
+                                 "invertible there")
+        why = logdet_problem(reported, exact, atol)
+        if why:
+            raise _fail(example, why, expected=format_inputs({"v": exact})["v"],
+                        actual=format_inputs({"v": reported})["v"]
+                        if isinstance(reported, torch.Tensor) else repr(reported)[:200])
+
+    tried, failure, precision = _property(ctx, params, body)
+    what = "logdet = log|det J|" if compare == "jacobian" else \
+        "inverse's logdet = -forward's logdet"
+    return _verdict_of(failure, tried, f"{what} on {tried} generated inputs ({precision})",
+                       precision=precision)
+
+
+def _inverse_logdet(ctx: CheckContext, flow: Handle, example: dict[str, Any], y: torch.Tensor,
+                    reported: Any, atol: float) -> None:
+    b = y.shape[0]
+    if not isinstance(reported, torch.Tensor) or tuple(reported.shape) != (b,):
+        raise _fail(example, f"forward must return (y, logdet) with logdet of shape ({b},)")
+    inv = _call(ctx, Attr(flow, "inverse"), y)
+    inv_ld = _second(inv)
+    if not isinstance(inv_ld, torch.Tensor) or tuple(inv_ld.shape) != (b,):
+        raise _fail(example, "inverse must return (x, logdet) with logdet of shape "
+                             f"({b},), got {type(inv_ld).__name__}"
+                    f" {tuple(inv_ld.shape) if isinstance(inv_ld, torch.Tensor) else ''}")
+    total = (inv_ld.double() + reported.double()).abs()
+    if float(total.max()) > atol:
+        same = float((inv_ld.double() - reported.double()).abs().max()) <= atol
+        why = " (it has the forward's sign: the inverse's logdet must be minus it)" \
+            if same else ""
+        raise _fail(example, f"inverse's logdet at y = f(x) is not minus forward's "
+                             f"logdet at x: their sum is {float(total.max()):.3g}{why}",
+                    expected=format_inputs({"v": -reported.double()})["v"],
+                    actual=format_inputs({"v": inv_ld})["v"])
+
+
+@check("flow_structure", required=_FLOW,
+       optional=("redraw", "pass_through", "all_transformed", "precision", "max_examples"))
+def check_flow_structure(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Dims where input ``pass_through`` is 1 leave forward and inverse bit-identical;
+    with ``all_transformed``, every output dimension differs from its input somewhere."""
+    mask_name = params.get("pass_through")
+
+    def body(flow: Handle, example: dict[str, Any], precision: str) -> None:
+        x = _x(example, precision)
+        shape = tuple(x.shape)
+        y = _tensor_like(_first(_call(ctx, flow, x)), shape, "forward's output")
+        if mask_name:
+            keep = torch.as_tensor(example[mask_name]).bool()
+            back = _tensor_like(_first(_call(ctx, Attr(flow, "inverse"), x)), shape,
+                                "inverse's output")
+            for label, got in (("forward", y), ("inverse", back)):
+                moved = (got[:, keep] != x[:, keep]).any(0)
+                if bool(moved.any()):
+                    dims = torch.nonzero(keep).flatten()[moved].tolist()
+                    raise _fail(example, f"{label} changed dimension(s) {dims} whose mask is 1:"
+                                         " they must pass through unchanged (bit-identical)")
+        if params.get("all_transformed"):
+            same = (y == x).all(0)
+            if bool(same.any()):
+                dims = torch.nonzero(same).flatten().tolist()
+                raise _fail(example, f"output dimension(s) {dims} equal the input exactly: "
+                                     "no coupling ever transforms them (do the masks "
+                                     "alternate?)")
+
+    tried, failure, precision = _property(ctx, params, body)
+    return _verdict_of(failure, tried, f"the structure holds on {tried} generated inputs",
+                       precision=precision)
+
+
+@check("flow_log_prob", required=_FLOW,
+       optional=("redraw", "method", "atol", "atol32", "precision", "max_examples"))
+def check_flow_log_prob(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """``log_prob(x)`` = log N(z; 0, I) + logdet, recomputed by the grader from forward."""
+    method = params.get("method", "log_prob")
+
+    def body(flow: Handle, example: dict[str, Any], precision: str) -> None:
+        x = _x(example, precision)
+        b, d = x.shape
+        atol = float(params.get("atol", 1e-6)) if precision == "float64" else \
+            float(params.get("atol32", 1e-3))
+        out = _call(ctx, flow, x)
+        z = _tensor_like(_first(out), (b, d), "forward's output")
+        ld = _tensor_like(_second(out), (b,), "forward's logdet")
+        expected = normal_log_prob(z) + ld.double()
+        got = _tensor_like(_call(ctx, Attr(flow, method), x), (b,), f"{method}(x)")
+        err = (got.double() - expected).abs()
+        bound = atol * expected.abs().clamp_min(1)
+        if bool((err > bound).any()):
+            hint = ""
+            if float((got.double() - normal_log_prob(z)).abs().max()) <= atol * 10:
+                hint = ": it equals log N(z) alone, the log-determinant is missing"
+            raise _fail(example, f"{method}(x) is off by {float(err.max()):.3g} from "
+                                 f"log N(forward(x); 0, I) + logdet{hint}",
+                        expected=format_inputs({"v": expected})["v"],
+                        actual=format_inputs({"v": got})["v"])
+
+    tried, failure, precision = _property(ctx, params, body)
+    return _verdict_of(failure, tried, f"{method} = log N(z) + logdet on {tried} generated "
+                                       f"inputs ({precision})", precision=precision)
+
+
+def _data(params: dict[str, Any]) -> torch.Tensor:
+    from ..data import digits, moons
+
+    spec = params.get("data", {"name": "moons", "split": "test"})
+    if spec.get("name", "moons") == "moons":
+        x = moons(spec.get("split", "test"))
+    else:
+        x = digits(spec.get("split", "test"), spec.get("form", "continuous"))
+    x = x.flatten(1)
+    return x[: int(spec["n"])] if spec.get("n") else x
+
+
+def _chunked(ctx: CheckContext, fn: Any, x: torch.Tensor) -> list[Any]:
+    return [ctx.kernel.call(fn, x[i:i + _CHUNK], seed=ctx.seed) for i in range(0, len(x), _CHUNK)]
+
+
+@check("flow_density_integral", required=("model", "box"),
+       optional=("method", "grid", "tol"))
+def check_flow_density_integral(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """The grader's midpoint sum of exp(``log_prob``) over an n^D grid on ``box`` is 1 +- tol."""
+    model = ctx.model(params["model"])
+    method = params.get("method", "log_prob")
+    n, tol = int(params.get("grid", 300)), float(params.get("tol", 0.02))
+    points, cell = grid(params["box"], n)
+    parts = _chunked(ctx, Attr(model, method), points.float())
+    values = []
+    for part, start in zip(parts, range(0, len(points), _CHUNK)):
+        rows = min(_CHUNK, len(points) - start)
+        if not isinstance(part, torch.Tensor) or tuple(part.shape) != (rows,):
+            return Verdict.failed(f"{method} must return one log-density per point, shape "
+                                  f"({rows},), got {getattr(part, 'shape', type(part).__name__)}")
+        values.append(part.double())
+    logp = torch.cat(values)
+    if not bool((~torch.isnan(logp)).all()) or bool((logp == math.inf).any()):
+        return Verdict.failed(f"{method} is nan or +inf on the grid")
+    mass = float(torch.exp(logp).sum() * cell)
+    details = {"integral": round(mass, 5), "grid": n, "box": params["box"]}
+    if abs(mass - 1.0) <= tol:
+        return Verdict.passed(f"the density integrates to {mass:.4f} over the box "
+                              f"({n}^{points.shape[1]} grid)", **details)
+    return Verdict.failed(f"the density exp({method}(x)) integrates to {mass:.4g}, not 1 +- "
+                          f"{tol:g}, over {params['box']} ({n}^{points.shape[1]} grid): it is "
+                          "not normalised (a missing or wrong log-determinant?)", **details)
+
+
+@check("flow_test_nll", required=("model", "zero_at", "full_at"),
+       optional=("data", "unit", "levels", "verify", "atol", "fd_eps"))
+def check_flow_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Test NLL -(log N(z) + logdet) computed by the grader from the model's forward, in
+    nats per example or bits/dim; linear credit from ``zero_at`` to ``full_at``. No credit
+    unless the logdet of ``verify`` test points equals log|det J| of the grader's float64
+    finite-difference Jacobian (of a float64 copy of the model)."""
+    from ..metrics import bits_per_dim
+
+    spec = params["model"]
+    model = ctx.model(spec)
+    x = _data(params)
+    b, d = x.shape
+    lo, hi = float(params["zero_at"]), float(params["full_at"])
+    unit = params.get("unit", "nats")
+    try:
+        zs, lds = [], []
+        for start in range(0, b, _CHUNK):
+            rows = min(_CHUNK, b - start)
+            out = ctx.kernel.call(model, x[start:start + rows], seed=ctx.seed)
+            zs.append(_tensor_like(_first(out), (rows, d), "forward's z"))
+            lds.append(_tensor_like(_second(out), (rows,), "forward's logdet"))
+        z, ld = torch.cat(zs), torch.cat(lds)
+        why = _verify(ctx, spec, x[: int(params.get("verify", 8))], ld[: int(params.get(
+            "verify", 8))], float(params.get("atol", 1e-3)), float(params.get("fd_eps", 1e-4)))
+    except _Bad as exc:
+        return Verdict.failed(f"no test NLL: {exc}")
+    except StudentException as exc:
+        return Verdict.failed(f"no test NLL: your code raised {exc.ename}: {exc.evalue}")
+    nll = float(flow_nll(z, ld).mean())
+    value = bits_per_dim(nll, d, params.get("levels")) if unit == "bits_per_dim" else nll
+    label = "bits/dim" if unit == "bits_per_dim" else "nats"
+    details = {"test_nll": round(value, 4), "unit": label, "nll_nats": round(nll, 4),
+               "zero_at": lo, "full_at": hi, "examples": b}
+    if why:
+        return Verdict.failed(f"test NLL {value:.4g} {label} is not a likelihood, so it earns "
+                              f"nothing: {why}", **details)
+    fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (lo - value) / (lo - hi)))
+    return Verdict(fraction, f"test NLL {value:.5g} {label} (full credit at <= {hi:g}, none at "
+                             f">= {lo:g})", details=details)
+
+
+def _verify(ctx: CheckContext, spec: dict[str, Any], x: torch.Tensor, ld32: torch.Tensor,
+            atol: float, eps: float) -> str | None:
+    """Why the logdet of these points is not log|det J| (a float64 copy of the model)."""
+    if len(x) == 0:
+        return None
+    copy = ctx.kernel.load_checkpoint(Name(spec["class"]), spec["checkpoint"],
+                                      *spec.get("args", []))
+    copy = ctx.kernel.call(Attr(copy, "double"), keep=True)
+    d = x.shape[1]
+    out = ctx.kernel.call(copy, x.double(), seed=ctx.seed)
+    ld = _second(out)
+    if not isinstance(ld, torch.Tensor) or ld.dtype != torch.float64:
+        return "the model does not run in float64 (module.double()), so its logdet cannot be " \
+               "checked"
+
+    def forward(rows: torch.Tensor) -> torch.Tensor:
+        return _tensor_like(_first(ctx.kernel.call(copy, rows, seed=ctx.seed)),
+                            (rows.shape[0], d), "forward's output")
+
+    jac = central_jacobian(forward, x.double(), eps)
+    sign, exact = slogdet(jac)
+    if bool((sign == 0).any()):
+        return "the Jacobian of forward is singular on test data"
+    why = logdet_problem(ld, exact, atol, rtol=1e-5)
+    if why:
+        return why + " (on test data, finite differences in float64)"
+    gap = float((ld.double() - ld32.double()).abs().max())
+    if gap > max(1e-2, 1e-4 * float(ld.abs().max())):
+        return f"the float32 and float64 logdets differ by {gap:.3g}"
+    return None
+
