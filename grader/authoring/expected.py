@@ -4,6 +4,8 @@
 
     template:
       may_pass: [item ids the blank template is allowed to pass]
+    release:
+      given: [reference functions the template hands out complete, e.g. Model.__init__]
     examples:
       correct: {}
       bug_kl_sign: {kl_matches_reference: "differs", kl_nonnegative: ""}
@@ -61,6 +63,7 @@ class Expectations:
     template_may_pass: frozenset[str] = frozenset()
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
     path: Path | None = None
+    given: tuple[str, ...] = ()      # release.given: functions the template hands out complete
 
 
 def _yaml(path: Path) -> Any:
@@ -97,7 +100,11 @@ def load_expectations(lab_dir: Path, items: set[str]) -> Expectations:
     may_pass = frozenset(_breaks(path, "template.may_pass", template.get("may_pass"), items))
     examples = {str(name): _breaks(path, f"examples.{name}", value, items)
                 for name, value in (doc.get("examples") or {}).items()}
-    return Expectations(may_pass, examples, path)
+    given = (doc.get("release") or {}).get("given") or []
+    if not isinstance(given, list) or not all(isinstance(g, str) for g in given):
+        raise CourseError(f"{path}: `release.given` must be a list of function names "
+                          "(`f` or `Class.method`)")
+    return Expectations(may_pass, examples, path, tuple(given))
 
 
 def load_mutants(lab_dir: Path, items: set[str]) -> list[Mutant]:

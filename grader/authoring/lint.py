@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import nbformat
-
 from ..calibrate import METRICS
 from ..errors import RubricError
 from ..rubric import Rubric, load_rubric
+from .markers import notebook_code
 
 __all__ = ["Finding", "lint", "lint_rubric"]
 
@@ -69,14 +68,6 @@ def _defined(source: str) -> set[str]:
     return out
 
 
-def _template_source(path: Path) -> str:
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    nb = nbformat.read(path, as_version=4)
-    tm = TransformerManager()
-    return "\n".join(tm.transform_cell(c.source) for c in nb.cells if c.cell_type == "code")
-
-
 def _item_lines(text: str) -> dict[str, tuple[int, int]]:
     """item id -> (first line, last line) of its block in the rubric text (1-based)."""
     starts = [(m.group(1), text.count("\n", 0, m.start()) + 1)
@@ -102,7 +93,7 @@ def lint_rubric(course: Path, path: Path) -> list[Finding]:
     reference = course / rubric.reference
     template = course / "assignments" / rubric.assignment / rubric.notebook
     ref_names = _defined(reference.read_text()) if reference.is_file() else None
-    tpl_names = _defined(_template_source(template)) if template.is_file() else None
+    tpl_names = _defined(notebook_code(template)) if template.is_file() else None
     if ref_names is None:
         out.append(Finding(path, None, f"the reference {rubric.reference} does not exist",
                            f"write it, or `grader build {rubric.assignment}` from "

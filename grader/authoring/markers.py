@@ -28,7 +28,7 @@ import nbformat
 from ..errors import CourseError
 
 __all__ = ["Split", "split_solution", "solution_submission", "solution_regions", "has_marker",
-           "PARAMETERS_SOURCE", "LECTURER_TAG"]
+           "notebook_code", "PARAMETERS_SOURCE", "LECTURER_TAG"]
 
 _MARK = re.compile(r"^(?P<indent>[ \t]*)(?:#+|//+|%+)\s*(?P<word>BEGIN|END)\s+"
                    r"(?P<what>SOLUTION|HIDDEN TESTS)\s*$")
@@ -114,6 +114,12 @@ def _python(source: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(source)
+
+
+def notebook_code(path: Path) -> str:
+    """The code cells of a notebook file as one Python source (IPython syntax transformed)."""
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(_python(c.source) for c in nb.cells if c.cell_type == "code")
 
 
 def _kept(node: ast.stmt) -> bool:

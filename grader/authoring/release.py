@@ -31,7 +31,8 @@ import yaml
 
 from ..errors import CourseError
 from ..rubric import Rubric, load_rubric
-from .markers import has_marker, solution_regions
+from .expected import load_expectations
+from .markers import has_marker, notebook_code, solution_regions
 from .scaffold import solution_path
 
 __all__ = ["Leak", "ReleaseRefused", "release", "scan_kit"]
@@ -94,11 +95,7 @@ def _functions(tree: ast.Module) -> dict[str, tuple[str, set[str]]]:
 
 def _kit_code(path: Path) -> str:
     if path.suffix == ".ipynb":
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        nb = nbformat.read(path, as_version=4)
-        tm = TransformerManager()
-        return "\n".join(tm.transform_cell(c.source) for c in nb.cells if c.cell_type == "code")
+        return notebook_code(path)
     return path.read_text() if path.suffix == ".py" else ""
 
 
@@ -139,9 +136,9 @@ def scan_kit(kit: Path, course: Path, rubric: Rubric, given: Iterable[str] = ()
             if path.is_symlink():
                 leaks.append(Leak(rel, "a symbolic link (a kit holds plain files only)"))
             continue
-        if hashlib.sha256(path.read_bytes()).hexdigest() in checkpoints:
-            leaks.append(Leak(rel, f"is the reference checkpoint "
-                                   f"{checkpoints[hashlib.sha256(path.read_bytes()).hexdigest()]}"))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in checkpoints:
+            leaks.append(Leak(rel, f"is the reference checkpoint {checkpoints[digest]}"))
             continue
         if path.suffix not in _KIT_SUFFIXES:
             leaks.append(Leak(rel, f"a {path.suffix or 'suffix-less'} file has no place in a "
@@ -233,19 +230,6 @@ def _readme(rubric: Rubric, keep: set[str]) -> str:
             f"| item | points | property |\n|---|---|---|\n{rows}\n")
 
 
-def _given(course: Path, lab: str) -> list[str]:
-    """``release.given`` of the lab's expected.yaml: functions the template gives complete."""
-    path = course / "assignments" / lab / "expected.yaml"
-    if not path.is_file():
-        return []
-    doc = yaml.safe_load(path.read_text()) or {}
-    given = (doc.get("release") or {}).get("given") or []
-    if not isinstance(given, list) or not all(isinstance(g, str) for g in given):
-        raise CourseError(f"{path}: `release.given` must be a list of function names "
-                          "(`f` or `Class.method`)")
-    return given
-
-
 def _record(course: Path, rubric: Rubric, staging: Path, sandbox: bool) -> set[str]:
     """Record the reference's answers to the public checks; return the replayable items.
 
@@ -301,7 +285,9 @@ def release(course: Path, lab: str, out: Path, *, record: bool = True,
         (staging / "README.md").write_text(_readme(rubric, keep))
         (staging / "kit.json").write_text(json.dumps(
             {"assignment": lab, "rubric_sha256": rubric.sha256}, indent=1) + "\n")
-        leaks = scan_kit(staging, course, rubric, _given(course, lab))
+        given = load_expectations(course / "assignments" / lab,
+                                  {i.id for i in rubric.items}).given
+        leaks = scan_kit(staging, course, rubric, given)
         if leaks:
             raise ReleaseRefused(lab, leaks)
         shutil.rmtree(final, ignore_errors=True)

@@ -155,6 +155,6 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
         hist=_data_uri(histogram_svg(scores, rubric.max_score)),
         bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
         items=items, worst=worst, slowest=slowest)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    from .exports import atomic_text
+
+    atomic_text(path, page)

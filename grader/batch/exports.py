@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import zipfile
@@ -51,19 +52,19 @@ def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
             "execution_time": round(report["timings"]["total_s"])}
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def atomic_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
 def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_text(path, buffer.getvalue())
 
 
 def _score(row: Row) -> str:
@@ -91,7 +92,7 @@ def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
                     if (folder / name).is_file():
                         zf.write(folder / name, f"{folder.name}/{name}")
                 report = json.loads((out / r.report).read_text())
-                _atomic_text(folder / "results.json",
+                atomic_text(folder / "results.json",
                              json.dumps(gradescope_results(report), indent=1))
     os.replace(tmp, out / "reports.zip")
     missing = sorted(set(names) - {r.student for r in rows})
@@ -102,5 +103,5 @@ def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
                "skipped": result.skipped, "roster_without_submission": missing,
                "errors": [{"student": r.student, "message": r.message} for r in rows
                           if r.status == "error"]}
-    _atomic_text(out / "batch.json", json.dumps(summary, indent=1))
+    atomic_text(out / "batch.json", json.dumps(summary, indent=1))
     write_dashboard(rows, rubric, out / "dashboard.html", summary)

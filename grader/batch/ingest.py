@@ -36,7 +36,7 @@ import yaml
 
 from ..errors import CourseError
 
-__all__ = ["Attempt", "Skipped", "Ingested", "Limits", "ingest", "read_roster"]
+__all__ = ["Attempt", "Skipped", "Ingested", "Limits", "ingest", "read_roster", "slug"]
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ def _attempt(student: str, name: str, when: _dt.datetime | None, files: dict[str
                                        f"{str(exc).splitlines()[0][:160]})"))
         return None
     stamp = when.strftime("%Y%m%dT%H%M%S") if when else "undated"
-    parent = scratch / "attempts" / _slug(student)
+    parent = scratch / "attempts" / slug(student)
     n = len(list(parent.iterdir())) if parent.is_dir() else 0
     folder = parent / f"{stamp}-{n}"
     folder.mkdir(parents=True)
@@ -200,8 +200,9 @@ def _attempt(student: str, name: str, when: _dt.datetime | None, files: dict[str
     return Attempt(student, name, when, folder, source, notes)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "student"
+def slug(text: str) -> str:
+    """A student id as a safe folder name."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text).strip("._")[:80] or "student"
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -351,7 +352,7 @@ def _folders(root: Path, scratch: Path, limits: Limits, skipped: list[Skipped]
             continue
         folder = entry
         if entry.is_file() and entry.suffix.lower() == ".zip":
-            folder = scratch / "unzipped" / _slug(entry.stem)
+            folder = scratch / "unzipped" / slug(entry.stem)
             if not _unzip(entry, folder, limits, skipped, entry.name):
                 continue
         elif entry.is_file():

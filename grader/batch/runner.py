@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import re
 import shutil
 import time
 import traceback
@@ -27,7 +26,7 @@ from ..errors import GraderError
 from ..pipeline import find_course, open_submission
 from ..rubric import load_rubric
 from .gradebook import Gradebook, Row
-from .ingest import Ingested, Limits, ingest, read_roster
+from .ingest import Ingested, Limits, ingest, read_roster, slug
 
 __all__ = ["Job", "BatchResult", "run_batch", "grade_job"]
 
@@ -178,10 +177,6 @@ def grade_job(job: Job, course: str | None = None, lab: str | None = None,
 
 
 # --------------------------------------------------------------------------- main side
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text).strip("._")[:80] or "student"
-
-
 def _write_atomically(report: dict[str, Any], folder: Path) -> Path:
     """report.json and report.html into ``folder``, each replaced in one rename."""
     from ..report import write_reports
@@ -203,7 +198,7 @@ def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score:
         return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "error",
                    0.0, max_score, [], result.get("error") or "", None,
                    result.get("seconds"), None, job.source)
-    path = _write_atomically(report, out / "students" / _slug(job.student))
+    path = _write_atomically(report, out / "students" / slug(job.student))
     items = [{"id": i["id"], "outcome": i["outcome"], "score": i["score"],
               "max_score": i["max_score"], "visibility": i["visibility"]}
              for i in report["items"]]
