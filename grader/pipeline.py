@@ -220,14 +220,14 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                     if "injected-parameters" in c.metadata.get("tags", []))
     limits = rubric.limits
 
-    warm_used = [False]
+    asked = {"warm": False, "got": False}   # the warm pool serves the first start only
 
     def start() -> KernelSession:
-        if warm is not None and not warm_used[0]:
-            warm_used[0] = True
+        if warm is not None and not asked["warm"]:
+            asked["warm"] = True
             ready = warm(sub.files, limits)
             if ready is not None:
-                warm_used.append(True)
+                asked["got"] = True
                 return ready
         session = KernelSession(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
         session.start()
@@ -290,7 +290,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "execution": {"sandbox": {"enabled": sandbox, "kind": "bubblewrap" if sandbox else "none",
                                   "detail": sandbox_detail, "limits": _limits_json(limits)},
                       **_cells_json(record, injected), "peak_rss_mb": max(peak),
-                      "warm_kernel": len(warm_used) > 1},
+                      "warm_kernel": asked["got"]},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
                     "setup_s": round(t_kernel - t_start, 3)},
