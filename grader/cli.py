@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--assignment", required=True, help="the lab")
     batch.add_argument("--out", required=True, help="folder for the gradebook, reports, "
                                                     "exports and dashboard")
-    batch.add_argument("--workers", type=int, help="parallel gradings (default: half the cores; "
-                                                   "each grading keeps about two busy)")
+    batch.add_argument("--workers", type=int, help="parallel gradings (default: the cores; the "
+                                                   "cores are shared out, each grading's "
+                                                   "kernel gets cores/workers threads)")
     batch.add_argument("--regrade", action="store_true", help="grade again what the "
                                                                "gradebook already has")
     batch.add_argument("--roster", help="CSV mapping student ids to names")

@@ -26,7 +26,7 @@ from .execute import ExecutionRecord, inject_parameters, load_notebook, run_note
 from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
 from .rubric import Item, Rubric, load_rubric
-from .sandbox import KernelSession, check_sandbox
+from .sandbox import KernelSession, Limits, check_sandbox
 from .scoring import item_score, total
 
 __all__ = ["Submission", "find_course", "open_submission", "detect_assignment", "grade"]
@@ -162,19 +162,28 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
     return params
 
 
+def capped(limits: Limits, threads: int | None) -> Limits:
+    """``limits`` with at most ``threads`` OMP/MKL threads in the kernel."""
+    if threads is None or threads >= limits.threads:
+        return limits
+    return dataclasses.replace(limits, threads=max(1, threads))
+
+
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
           device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
           progress: Callable[[str], None] | None = None, reference: Any = None,
-          warm: Callable[[dict[str, Path], Any], KernelSession | None] | None = None
-          ) -> dict[str, Any]:
+          warm: Callable[[dict[str, Path], Any], KernelSession | None] | None = None,
+          threads: int | None = None) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
 
     ``only`` restricts grading to these item ids (an unknown id is a CourseError);
     ``seed`` overrides the rubric's seed (calibration runs the reference under several);
     ``reference`` replaces the rubric's reference (release records its answers);
     ``warm(files, limits)`` may hand over a kernel started ahead of need for the first run
-    (a batch worker's pool; None when it has none that fits).
+    (a batch worker's pool; None when it has none that fits);
+    ``threads`` caps the kernel's OMP/MKL threads below the rubric's (a batch that runs one
+    grading per core gives each kernel one).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
@@ -218,7 +227,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     nb = inject_parameters(nb, params)
     injected = next(i for i, c in enumerate(nb.cells)
                     if "injected-parameters" in c.metadata.get("tags", []))
-    limits = rubric.limits
+    limits = capped(rubric.limits, threads)
 
     asked = {"warm": False, "got": False}   # the warm pool serves the first start only
 

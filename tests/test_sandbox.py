@@ -215,7 +215,7 @@ def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
         "from grader.sandbox import KernelSession, Limits\n"
         "s = KernelSession({}, Limits())\ns.start()\n"
         "s.client.execute_interactive(\"import subprocess; p = subprocess.Popen(['sleep', '%s'], "
-        "start_new_session=True)\", timeout=180)\n"
+        "start_new_session=True)\", timeout=120)\n"
         "print('ready', flush=True)\nimport time; time.sleep(600)\n" % marker)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:

@@ -106,8 +106,7 @@ class WarmPool:
                     break
             if reply["content"].get("status") != "ok":
                 raise RuntimeError("the warm-up failed")
-            client.allow_stdin = False
-            session.client = client
+            session.confirm(client)
             session.start_s = 0.0
             session.preload(files, "")
         except Exception:  # noqa: BLE001 - a kernel that is not ready: close it
@@ -127,13 +126,21 @@ class WarmPool:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool) -> None:
+def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
+                 threads: int | None = None) -> None:
     import atexit
 
-    _STATE.update(course=course, lab=lab, sandbox=sandbox, device=device)
+    import torch
+
+    from ..pipeline import capped
+
+    _STATE.update(course=course, lab=lab, sandbox=sandbox, device=device, threads=threads)
+    if threads:
+        torch.set_num_threads(threads)      # the grader's own checks share the cores too
     if warm:
         pool = WarmPool(sandbox, device.startswith("cuda"))
-        pool.prepare(load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits)
+        limits = load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits
+        pool.prepare(capped(limits, threads))
         _STATE["pool"] = pool
         atexit.register(pool.close)
 
@@ -161,7 +168,7 @@ def grade_job(job: Job, course: str | None = None, lab: str | None = None,
             for name, data in job.files.items():
                 (folder / Path(name).name).write_bytes(data)
         report = grade(folder, assignment=lab, course=course, sandbox=sandbox, device=device,
-                       warm=pool.take if pool else None)
+                       warm=pool.take if pool else None, threads=_STATE.get("threads"))
         return {"student": job.student, "report": report, "error": None}
     except GraderError as exc:
         return {"student": job.student, "report": None, "error": str(exc),
@@ -209,10 +216,15 @@ def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score:
 
 
 def default_workers() -> int:
-    """Half the cores: a grading keeps about two busy (its kernel runs two threads, the
-    grader's checks and the next warm kernel the rest). Measured on 2 cores: one warm
-    worker grades 16.3 submissions/min, two workers 13.7 (benchmarks/README.md)."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """One grading per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_grading(workers: int) -> int:
+    """The cores shared out among the gradings running at once (at least one each): a kernel
+    and the worker's own checks run this many torch/OMP threads, so ``workers`` gradings do
+    not ask for ``workers`` times the machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def _jobs(ingested: Ingested, names: dict[str, str]) -> list[Job]:
@@ -276,11 +288,12 @@ def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None]
                scheduler: str | None) -> None:
     pending, count = list(todo), 0
     tries: dict[str, int] = {}
+    threads = threads_per_grading(workers)
     while pending:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))),
                                  mp_context=context, initializer=_init_worker,
-                                 initargs=(course, lab, sandbox, device, warm)) as pool:
+                                 initargs=(course, lab, sandbox, device, warm, threads)) as pool:
             futures: dict[Future, Job] = {pool.submit(grade_job, job): job for job in pending}
             pending = []
             for future in as_completed(futures):

@@ -86,32 +86,40 @@ class KernelSession:
         client.load_connection_info(self.km.get_connection_info())
         client.start_channels()
         try:
-            self._wait_ready(client)
+            self.confirm(client)
         except RuntimeError:
             client.stop_channels()
             raise
-        client.allow_stdin = False
-        self.client = client
         self.start_s = time.perf_counter() - self._launched
 
     def _wait_ready(self, client: BlockingKernelClient) -> None:
-        """Until the kernel answers ``kernel_info`` (``startup_timeout_s``).
+        """Until the kernel answers ``kernel_info`` on both channels (``startup_timeout_s``).
 
         jupyter_client's ``wait_for_ready`` declares a kernel dead when its heartbeat is a
         second late, which a loaded machine causes while a kernel imports; here only the
-        process having exited, or the time limit, ends the wait.
+        process having exited, or the time limit, ends the wait. The shell reply alone is
+        not enough: iopub is a subscription, and what the kernel publishes before it is
+        connected is lost (a first call would wait for an ``idle`` that never comes), so
+        the kernel's status for one of these requests must arrive on iopub too.
         """
         import queue
 
         deadline = time.monotonic() + self.limits.startup_timeout_s
-        while True:
-            msg_id = client.kernel_info()
+
+        def wait(most: float) -> float:
+            return max(0.1, min(most, deadline - time.monotonic()))
+
+        asked: set[str] = set()
+        answered = connected = False
+        while not connected:
+            asked.add(client.kernel_info())
             try:
-                while True:
-                    left = deadline - time.monotonic()
-                    reply = client.get_shell_msg(timeout=max(0.1, min(2.0, left)))
-                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                        return
+                while not answered:
+                    reply = client.get_shell_msg(timeout=wait(2.0))
+                    answered = reply.get("parent_header", {}).get("msg_id") in asked
+                while not connected:
+                    msg = client.get_iopub_msg(timeout=wait(1.0))
+                    connected = msg.get("parent_header", {}).get("msg_id") in asked
             except queue.Empty:
                 if not self.is_alive():
                     raise RuntimeError("the kernel exited while starting: "
@@ -120,6 +128,18 @@ class KernelSession:
                     raise RuntimeError(f"the kernel did not answer within "
                                        f"{self.limits.startup_timeout_s:g} s of starting"
                                        ) from None
+        try:                                            # the rest of those statuses
+            while True:
+                client.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            pass
+
+    def confirm(self, client: BlockingKernelClient) -> None:
+        """Make ``client`` this session's, once it has the kernel on both channels (a warm
+        pool's kernel, launched with a client of its own). Raises RuntimeError if not."""
+        self._wait_ready(client)
+        client.allow_stdin = False
+        self.client = client
 
     def launch(self) -> None:
         """Start the kernel process without waiting for it (``start`` also waits)."""
