@@ -359,3 +359,35 @@ def test_recorded_answers_refuse_what_is_not_theirs(tmp_path: Path) -> None:
     path.write_text('{"answers": []}')
     with pytest.raises(CourseError, match="not an answer file"):
         RecordedReference(path)
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_template_and_examples_rebuild_byte_for_byte(lab: str, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The committed template and example notebooks are what their scripts write."""
+    import importlib
+    import sys
+
+    folder = REPO / "assignments" / lab
+    written: dict[Path, str] = {}
+
+    def collect(nb: nbformat.NotebookNode, path: Path) -> None:
+        text = nbformat.writes(nb)
+        written[Path(path)] = text if text.endswith("\n") else text + "\n"
+
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        for script in ("make_template", "make_examples"):
+            sys.modules.pop(script, None)
+            module = importlib.import_module(script)
+            monkeypatch.setattr(module, "write_notebook", collect)
+            assert module.main() == 0
+    finally:
+        for script in ("make_template", "make_examples"):
+            sys.modules.pop(script, None)
+    capsys.readouterr()
+    notebooks = {folder / f"{lab}.ipynb"} | {p / f"{lab}.ipynb" for p in
+                                              (folder / "examples").iterdir() if p.is_dir()}
+    assert set(written) == notebooks
+    for path, text in written.items():
+        assert path.read_text() == text, f"{path} differs from what its script writes"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring.cells import keyed_notebook, write_notebook
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
@@ -225,33 +227,13 @@ SOLUTION_KEYS = ("infer_states", "variational_free_energy", "expected_free_energ
 
 def build_notebook(solution: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """The template, with the keyed cells in ``solution`` replaced by its sources."""
-    solution = solution or {}
-    unknown = set(solution) - set(SOLUTION_KEYS)
-    if unknown:
-        raise ValueError(f"not solution cells: {sorted(unknown)}")
-    nb = nbformat.v4.new_notebook(metadata=METADATA)
-    for kind, key, source in CELLS:
-        source = tmaze_source() if source == "<tmaze>" else source
-        source = solution.get(key, source).strip("\n")
-        if kind == "markdown":
-            cell = nbformat.v4.new_markdown_cell(source)
-        else:
-            cell = nbformat.v4.new_code_cell(source)
-            if key == "parameters":
-                cell.metadata["tags"] = ["parameters"]
-        cell["id"] = key                     # fixed ids keep the file reproducible
-        nb.cells.append(cell)
-    nbformat.validate(nb)
-    return nb
-
-
-def write(nb: nbformat.NotebookNode, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
+    cells = [(kind, key, tmaze_source() if source == "<tmaze>" else source)
+             for kind, key, source in CELLS]
+    return keyed_notebook(cells, METADATA, solution, SOLUTION_KEYS)
 
 
 def main() -> int:
-    write(build_notebook(), HERE / "active_inference.ipynb")
+    write_notebook(build_notebook(), HERE / "active_inference.ipynb")
     print(f"wrote {HERE / 'active_inference.ipynb'}")
     return 0
 

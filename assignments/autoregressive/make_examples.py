@@ -14,10 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from grader.authoring.cells import write_notebook
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_template import build_notebook, write  # noqa: E402
+from make_template import build_notebook  # noqa: E402
 
 LSTM = '''class LSTMCell(nn.Module):
     """LSTMCell(input_size, hidden_size); gates (i, f, g, o) as torch.nn.LSTMCell."""
@@ -329,7 +331,7 @@ def main() -> int:
         assert source != CORRECT[key], f"{name}: the bug replacement did not apply"
     for name, solution in EXAMPLES.items():
         path = HERE / "examples" / name / "autoregressive.ipynb"
-        write(build_notebook(solution), path)
+        write_notebook(build_notebook(solution), path)
         print(f"wrote {path}")
     return 0
 

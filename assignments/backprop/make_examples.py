@@ -14,10 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from grader.authoring.cells import write_notebook
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_template import build_notebook, write  # noqa: E402
+from make_template import build_notebook  # noqa: E402
 
 CORRECT: dict[str, str] = {
     "config": """HIDDEN = 128      # hidden width of your MLP; you may change it
@@ -169,7 +171,7 @@ EXAMPLES: dict[str, dict[str, str]] = {
 def main() -> int:
     for name, solution in EXAMPLES.items():
         path = HERE / "examples" / name / "backprop.ipynb"
-        write(build_notebook(solution), path)
+        write_notebook(build_notebook(solution), path)
         print(f"wrote {path.relative_to(HERE)}")
     return 0
 

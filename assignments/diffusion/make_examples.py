@@ -14,10 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from grader.authoring.cells import write_notebook
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_template import build_notebook, write  # noqa: E402
+from make_template import build_notebook  # noqa: E402
 
 SCHEDULE = '''def linear_beta_schedule(T, beta_start=1e-4, beta_end=0.02):
     """betas (T,): evenly spaced from beta_start to beta_end (float32)."""
@@ -227,7 +229,7 @@ def main() -> int:
             if name.startswith("bug_") and key in BUGS[name] and source == CORRECT.get(key):
                 raise ValueError(f"{name}: the patch of {key} changed nothing")
         path = HERE / "examples" / name / "diffusion.ipynb"
-        write(build_notebook(cells), path)
+        write_notebook(build_notebook(cells), path)
         print(f"wrote {path.relative_to(HERE)}")
     return 0
 

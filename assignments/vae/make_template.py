@@ -16,6 +16,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring.cells import keyed_notebook, write_notebook
+
 HERE = Path(__file__).resolve().parent
 
 METADATA = {
@@ -306,32 +308,11 @@ SOLUTION_KEYS = ("config", "encoder", "decoder", "reparameterize", "gaussian_kl"
 
 def build_notebook(solution: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """The template, with the keyed cells in ``solution`` replaced by its sources."""
-    solution = solution or {}
-    unknown = set(solution) - set(SOLUTION_KEYS)
-    if unknown:
-        raise ValueError(f"not solution cells: {sorted(unknown)}")
-    nb = nbformat.v4.new_notebook(metadata=METADATA)
-    for kind, key, source in CELLS:
-        source = solution.get(key, source).strip("\n")
-        if kind == "markdown":
-            cell = nbformat.v4.new_markdown_cell(source)
-        else:
-            cell = nbformat.v4.new_code_cell(source)
-            if key == "parameters":
-                cell.metadata["tags"] = ["parameters"]
-        cell["id"] = key                     # fixed ids keep the file reproducible
-        nb.cells.append(cell)
-    nbformat.validate(nb)
-    return nb
-
-
-def write(nb: nbformat.NotebookNode, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
+    return keyed_notebook(CELLS, METADATA, solution, SOLUTION_KEYS)
 
 
 def main() -> int:
-    write(build_notebook(), HERE / "vae.ipynb")
+    write_notebook(build_notebook(), HERE / "vae.ipynb")
     print(f"wrote {HERE / 'vae.ipynb'}")
     return 0
 
