@@ -26,7 +26,7 @@ from .execute import ExecutionRecord, inject_parameters, load_notebook, run_note
 from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
 from .rubric import Item, Rubric, load_rubric
-from .sandbox import KernelSession, Limits, check_sandbox
+from .sandbox import KernelSession, check_sandbox
 from .scoring import item_score, total
 
 __all__ = ["Submission", "find_course", "open_submission", "detect_assignment", "grade"]
@@ -162,13 +162,6 @@ def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
     return params
 
 
-def capped(limits: Limits, threads: int | None) -> Limits:
-    """``limits`` with at most ``threads`` OMP/MKL threads in the kernel."""
-    if threads is None or threads >= limits.threads:
-        return limits
-    return dataclasses.replace(limits, threads=max(1, threads))
-
-
 def grade(submission: str | Path, *, assignment: str | None = None,
           course: str | Path | None = None, public_only: bool = False, sandbox: bool = True,
           device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
@@ -227,7 +220,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     nb = inject_parameters(nb, params)
     injected = next(i for i, c in enumerate(nb.cells)
                     if "injected-parameters" in c.metadata.get("tags", []))
-    limits = capped(rubric.limits, threads)
+    limits = rubric.limits.capped(threads)
 
     asked = {"warm": False, "got": False}   # the warm pool serves the first start only
 

@@ -264,15 +264,14 @@ def test_the_same_batch_runs_on_a_dask_cluster_on_loopback(course: Path, tmp_pat
 
 def test_workers_default_to_the_cores_and_share_them_out(monkeypatch: pytest.MonkeyPatch) -> None:
     from grader.batch import runner
-    from grader.pipeline import capped
     from grader.sandbox import Limits, SandboxSpec, build_command
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert runner.default_workers() == 16
     assert [runner.threads_per_grading(w) for w in (1, 4, 16, 40)] == [16, 4, 1, 1]
     limits = Limits(threads=2)
-    assert capped(limits, None) is limits and capped(limits, 16) is limits
-    one = capped(limits, 1)
+    assert limits.capped(None) is limits and limits.capped(16) is limits
+    one = limits.capped(1)
     assert one.threads == 1 and dataclasses.replace(one, threads=2) == limits
     command = build_command(["python"], SandboxSpec(Path("/tmp/ipc"), limits=one))
     assert command[command.index("OMP_NUM_THREADS") + 1] == "1"

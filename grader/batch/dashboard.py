@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from ..rubric import Rubric
+from .exports import atomic_text
 from .gradebook import Row
 
 __all__ = ["write_dashboard", "histogram_svg", "bars_svg"]
@@ -155,6 +156,4 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
         hist=_data_uri(histogram_svg(scores, rubric.max_score)),
         bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
         items=items, worst=worst, slowest=slowest)
-    from .exports import atomic_text
-
     atomic_text(path, page)

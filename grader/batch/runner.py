@@ -132,15 +132,13 @@ def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
 
     import torch
 
-    from ..pipeline import capped
-
     _STATE.update(course=course, lab=lab, sandbox=sandbox, device=device, threads=threads)
     if threads:
         torch.set_num_threads(threads)      # the grader's own checks share the cores too
     if warm:
         pool = WarmPool(sandbox, device.startswith("cuda"))
         limits = load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits
-        pool.prepare(capped(limits, threads))
+        pool.prepare(limits.capped(threads))
         _STATE["pool"] = pool
         atexit.register(pool.close)
 

@@ -26,7 +26,7 @@ import site
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import SandboxUnavailable
@@ -63,6 +63,12 @@ class Limits:
     def cpu_seconds(self) -> int:
         """RLIMIT_CPU: a backstop for loops that ignore interrupts, above the wall limit."""
         return int(self.total_timeout_s * max(1, self.threads) + 60)
+
+    def capped(self, threads: int | None) -> Limits:
+        """These limits with at most ``threads`` (>= 1) OMP/MKL threads in the kernel."""
+        if threads is None or threads >= self.threads:
+            return self
+        return replace(self, threads=max(1, threads))
 
 
 @dataclass(frozen=True)

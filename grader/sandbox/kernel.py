@@ -128,11 +128,6 @@ class KernelSession:
                     raise RuntimeError(f"the kernel did not answer within "
                                        f"{self.limits.startup_timeout_s:g} s of starting"
                                        ) from None
-        try:                                            # the rest of those statuses
-            while True:
-                client.get_iopub_msg(timeout=0.2)
-        except queue.Empty:
-            pass
 
     def confirm(self, client: BlockingKernelClient) -> None:
         """Make ``client`` this session's, once it has the kernel on both channels (a warm
