@@ -13,7 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grader.checks.compare import Tolerance, central_differences, mismatch, normal_moment_test
+from grader.checks.compare import Tolerance, mismatch, normal_moment_test
+from grader.checks.numeric import central_differences
 from grader.checks.strategies import input_sets, run_property
 from grader.errors import ProtocolError, RubricError
 from grader.protocol import Handle, decode, encode

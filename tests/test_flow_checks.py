@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from grader.checks.flows import central_jacobian, flow_nll, grid, logdet_problem, \
-    normal_log_prob, slogdet
+from grader.checks.flows import flow_nll, grid, logdet_problem, normal_log_prob, slogdet
+from grader.checks.numeric import central_jacobian
 from grader.instruments.basic import redraw_parameters
 from grader.instruments.flow import Jacobian
 

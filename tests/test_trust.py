@@ -93,6 +93,18 @@ def reparameterize(mu, logvar):
     assert set(outcomes(report).values()) == {"passed"}, report["items"]
 
 
+def test_noise_from_a_private_generator_built_in_place_costs_nothing(make_submission) -> None:
+    private = '''
+_noise = torch.Generator().manual_seed(1234)
+def reparameterize(mu, logvar):
+    z = torch.empty_like(mu).normal_(generator=_noise)     # the grader cannot reseed this
+    return z.mul_(torch.exp(0.5 * logvar)).add_(mu)
+'''
+    report = grade(make_submission(private),
+                   only={"reparameterize_moments", "reparameterize_gradient"})
+    assert set(outcomes(report).values()) == {"passed"}, report["items"]
+
+
 def test_float32_only_code_is_graded_with_float32_tolerances(make_submission) -> None:
     float32 = '''
 def gaussian_kl(mu, logvar):

@@ -1,6 +1,7 @@
 """The lecturer's workflow: author a lab, release a student kit, prove the rubric."""
 
-from .expected import Expectations, Mutant, load_expectations, load_mutants
+from .expected import (Expectations, Mutant, Variant, load_expectations, load_mutants,
+                       load_variants)
 from .lint import Finding, lint
 from .markers import split_solution
 from .release import Leak, ReleaseRefused, release, scan_kit
@@ -8,5 +9,5 @@ from .scaffold import build_lab, new_lab
 from .validate import Validation, validate
 
 __all__ = ["Expectations", "Finding", "Leak", "Mutant", "ReleaseRefused", "Validation",
-           "build_lab", "lint", "load_expectations", "load_mutants", "new_lab", "release",
-           "scan_kit", "split_solution", "validate"]
+           "Variant", "build_lab", "lint", "load_expectations", "load_mutants", "load_variants",
+           "new_lab", "release", "scan_kit", "split_solution", "validate"]

@@ -18,6 +18,12 @@
       - find: "return 0.5 * (...)"
         replace: "return -0.5 * (...)"
 
+``assignments/LAB/variants/``: correct-but-different solutions that must keep every point,
+chosen to stress the checks (other activations, float64 inside, a private
+``torch.Generator``, other module layouts). Either ``NAME.yaml``, a patch of the reference
+like a mutant but with no ``breaks`` (it grades with the reference's checkpoints), or a
+folder ``NAME/`` holding a notebook and the checkpoints that notebook trains.
+
 An item id maps to words its failure message must contain ("" for any message); every item
 not listed must pass. Errors name the file and the key.
 """
@@ -32,12 +38,13 @@ import yaml
 
 from ..errors import CourseError
 
-__all__ = ["Expectations", "Mutant", "load_expectations", "load_mutants"]
+__all__ = ["Expectations", "Mutant", "Variant", "load_expectations", "load_mutants",
+           "load_variants"]
 
 
 @dataclass(frozen=True)
 class Mutant:
-    """A patch of the reference source and the items it must break."""
+    """A patch of the reference source and the items it must break (none for a variant)."""
 
     name: str
     description: str
@@ -107,19 +114,73 @@ def load_expectations(lab_dir: Path, items: set[str]) -> Expectations:
     return Expectations(may_pass, examples, path, tuple(given))
 
 
+def _patch(path: Path, doc: Any) -> tuple[tuple[str, str], ...]:
+    patch = doc.get("patch")
+    if not isinstance(patch, list) or not patch or not all(
+            isinstance(p, dict) and isinstance(p.get("find"), str)
+            and isinstance(p.get("replace"), str) for p in patch):
+        raise CourseError(f"{path}: `patch` must be a list of {{find: TEXT, replace: TEXT}}")
+    return tuple((p["find"], p["replace"]) for p in patch)
+
+
 def load_mutants(lab_dir: Path, items: set[str]) -> list[Mutant]:
     """Every ``mutants/*.yaml`` of a lab folder, sorted by name."""
     out = []
     for path in sorted((lab_dir / "mutants").glob("*.yaml")):
         doc = _yaml(path) or {}
-        patch = doc.get("patch")
-        if not isinstance(patch, list) or not patch or not all(
-                isinstance(p, dict) and isinstance(p.get("find"), str)
-                and isinstance(p.get("replace"), str) for p in patch):
-            raise CourseError(f"{path}: `patch` must be a list of {{find: TEXT, replace: TEXT}}")
+        patch = _patch(path, doc)
         breaks = _breaks(path, "breaks", doc.get("breaks"), items)
         if not breaks:
             raise CourseError(f"{path}: `breaks` is empty; a mutant must name the items it breaks")
-        out.append(Mutant(path.stem, str(doc.get("description", "")), breaks,
-                          tuple((p["find"], p["replace"]) for p in patch), path))
+        out.append(Mutant(path.stem, str(doc.get("description", "")), breaks, patch, path))
     return out
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A correct-but-different solution: a patch of the reference, or a submission folder."""
+
+    name: str
+    description: str
+    path: Path
+    patch: Mutant | None = None      # a patch of the reference (with no breaks)
+
+    @property
+    def folder(self) -> Path | None:
+        return None if self.patch is not None else self.path
+
+
+def load_variants(lab_dir: Path) -> list[Variant]:
+    """Every ``variants/NAME.yaml`` and ``variants/NAME/`` of a lab folder, sorted by name."""
+    root = lab_dir / "variants"
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.suffix == ".yaml" and path.is_file():
+            doc = _yaml(path) or {}
+            if doc.get("breaks"):
+                raise CourseError(f"{path}: a variant must keep every point; a patch that "
+                                  "breaks items is a mutant (move it to mutants/)")
+            description = str(doc.get("description", ""))
+            out.append(Variant(path.stem, description, path,
+                               Mutant(path.stem, description, {}, _patch(path, doc), path)))
+        elif path.is_dir() and not path.name.startswith((".", "_")):
+            notebooks = list(path.glob("*.ipynb"))
+            if len(notebooks) != 1:
+                raise CourseError(f"{path}: a variant folder holds exactly one notebook (and "
+                                  f"the checkpoints it trains); found {len(notebooks)}")
+            out.append(Variant(path.name, _first_markdown(notebooks[0]), path))
+    return out
+
+
+def _first_markdown(notebook: Path) -> str:
+    """The first line of the notebook's first markdown cell: what the variant stresses."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - any unreadable notebook: say which
+        raise CourseError(f"{notebook}: not a readable notebook ({exc})") from None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.strip():
+            return cell.source.strip().splitlines()[0].lstrip("# ").strip()
+    return ""

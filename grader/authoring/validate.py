@@ -1,8 +1,9 @@
 """``grader validate LAB``: prove a rubric fair and sharp before a student sees it.
 
 The reference run as a submission must get every point; the blank template none (but for
-the items ``expected.yaml`` lets it pass); every example and every mutant must lose points
-on exactly the items it is declared to break, with the declared words in the message.
+the items ``expected.yaml`` lets it pass); every variant (a correct-but-different solution
+in ``variants/``) every point too; every example and every mutant must lose points on
+exactly the items it is declared to break, with the declared words in the message.
 The result is a matrix of submissions by items and a mutation score.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from ..calibrate import reference_submission
 from ..errors import CourseError
 from ..rubric import Rubric, load_rubric
-from .expected import load_expectations, load_mutants
+from .expected import load_expectations, load_mutants, load_variants
 
 __all__ = ["Row", "Validation", "validate"]
 
@@ -29,7 +30,7 @@ class Row:
     """One graded submission of a validation and what was expected of it."""
 
     name: str
-    kind: str                        # reference | template | example | mutant
+    kind: str                        # reference | template | variant | example | mutant
     expect_fail: dict[str, str]      # item -> words (the items it must fail)
     may_pass: frozenset[str] = frozenset()   # template only: items it may pass
     outcomes: dict[str, str] = field(default_factory=dict)     # item -> passed|failed|...
@@ -135,6 +136,11 @@ def _rows(course: Path, rubric: Rubric, scratch: Path) -> list[tuple[Row, Path]]
         raise CourseError(f"{expectations.path}: examples {', '.join(missing)} have no folder "
                           f"in {lab_dir / 'examples'}")
     source = (course / rubric.reference).read_text()
+    for variant in load_variants(lab_dir):
+        folder = variant.folder or reference_submission(
+            course, rubric, scratch / "variants" / variant.name,
+            source=variant.patch.apply(source))   # type: ignore[union-attr]
+        rows.append((Row(variant.name, "variant", {}), folder))
     for mutant in load_mutants(lab_dir, ids):
         folder = reference_submission(course, rubric, scratch / "mutants" / mutant.name,
                                       source=mutant.apply(source))
@@ -142,13 +148,13 @@ def _rows(course: Path, rubric: Rubric, scratch: Path) -> list[tuple[Row, Path]]
     return rows
 
 
-KINDS = ("reference", "template", "example", "mutant")
+KINDS = ("reference", "template", "variant", "example", "mutant")
 
 
 def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool = True,
              kinds: tuple[str, ...] = KINDS,
              progress: Callable[[str], None] | None = None) -> Validation:
-    """Grade the reference, the template, the examples and the mutants of ``lab``.
+    """Grade the reference, the template, the variants, the examples and the mutants of ``lab``.
 
     ``kinds`` restricts the rows graded (the test suite grades examples elsewhere).
     """

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import StudentException, SubmissionError
 from ..protocol import Attr, Handle, Name
-from .compare import Tolerance, central_differences, mismatch, normal_moment_test
+from .compare import Tolerance, mismatch, normal_moment_test
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, input_sets, run_property
 
@@ -328,60 +328,3 @@ def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                           f"{max(details['worst_z_mean'], details['worst_z_var']):.1f}, limit "
                           f"{details['z_critical']:.1f} at false-alarm rate {alpha:g})", ce,
                           **details)
-
-
-@check("gradient", required=("inputs", "wrt"),
-       optional=(*_TARGET, "args", "eps", "rtol", "atol", "output"))
-def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """Autograd gradients (computed in the kernel) equal the grader's central differences.
-
-    The kernel is re-seeded before every call, so a sampling function draws the same
-    noise each time and its pathwise derivative is well defined. Inputs are fixed
-    in the rubric; differences are taken in float64 where the code allows it.
-    """
-    names = _arg_names(params)
-    base = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
-    wrt = [names.index(w) for w in params["wrt"]]
-    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
-                           dict(zip(names, [b.numpy() for b in base])))
-    dtype = torch.float64 if precision == "float64" else torch.float32
-    eps = float(params.get("eps", 1e-6 if precision == "float64" else 1e-2))
-    args = [b.to(dtype) for b in base]
-    fn = target(ctx, params, precision=precision)
-    cot_gen = torch.Generator().manual_seed(ctx.seed)
-    try:
-        value, grads = ctx.kernel.call_with_grad(fn, *args, wrt=wrt, output=params.get("output"),
-                                                 seed=ctx.seed, cotangent=None)
-        picked = value[params["output"]] if params.get("output") is not None else value
-        cot = torch.randn(picked.shape, generator=cot_gen, dtype=torch.float64)
-        value, grads = ctx.kernel.call_with_grad(fn, *args, wrt=wrt, output=params.get("output"),
-                                                 seed=ctx.seed, cotangent=cot.to(dtype))
-    except StudentException as exc:
-        return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
-                              traceback=exc.traceback)
-
-    def f(xs: list[torch.Tensor]) -> torch.Tensor:
-        out = ctx.kernel.call(fn, *[x.to(dtype) for x in xs], seed=ctx.seed)
-        return out[params["output"]] if params.get("output") is not None else out
-
-    tol = Tolerance(float(params.get("rtol", 1e-4 if precision == "float64" else 2e-2)),
-                    float(params.get("atol", 1e-6 if precision == "float64" else 1e-2)))
-    inputs = format_inputs(dict(zip(names, base)))
-    for i, g in zip(wrt, grads):
-        numeric = central_differences(f, [a.double() for a in args], i, cot, eps)
-        if g is None or not torch.is_tensor(g) or not g.abs().max() > 0:
-            if numeric.abs().max() > tol.atol:
-                return Verdict.failed(f"no gradient reaches `{names[i]}` through autograd, but the "
-                                      "output depends on it numerically (a .detach(), "
-                                      "torch.normal, or a copy out of the graph?)",
-                                      {"inputs": inputs, "expected": _short(numeric),
-                                       "actual": "None" if g is None else _short(g)},
-                                      precision=precision)
-            continue
-        why = mismatch(g, numeric, tol, path=f"d/d{names[i]}")
-        if why:
-            return Verdict.failed(f"autograd gradient differs from finite differences: {why}",
-                                  {"inputs": inputs, "expected": _short(numeric),
-                                   "actual": _short(g)}, precision=precision)
-    return Verdict.passed(f"gradients w.r.t. {', '.join(params['wrt'])} match central "
-                          f"differences ({precision})", precision=precision)

@@ -12,11 +12,15 @@ backward's outputs, which are compared with both:
   float64; a float32-only backward is compared norm-wise,
   ``max |a - b| / (max |a| + max |b|) < tol32`` (1e-4): element-wise relative error is
   meaningless for float32 values that cancel to ~0;
-- vs finite differences: norm-wise, ``< fd_tol`` (1e-5); the differences carry rounding
-  noise of ~1e-10 |f| / eps, so element-wise would be wrong near 0.
+- the grader-side autograd is first confirmed by its own finite differences of the
+  reference forward (``grader.checks.numeric``: two steps, one-sided quotients, a nearby
+  point, so a ReLU kink inside the step is never taken for a wrong derivative); if they
+  still disagree the item is a grader error, flagged for review, never the student's loss.
 
-The two grader-side derivatives must agree with each other (else the item is a grader
-error, flagged for review, never the student's loss).
+Also here: ``gradient`` (autograd in the kernel vs the grader's differences, for
+deterministic code) and ``pathwise_gradient`` (the pathwise derivatives of a
+reparameterised Gaussian sample, from the sample itself: no assumption about the
+student's random numbers).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from typing import Any
 import torch
 
 from ..errors import StudentException
-from .compare import central_differences
-from .functions import (_examples, _infer_dims, _precision, _short, _student_error, _tensors,
-                        _verdict_of, preflight, target)
+from .compare import Tolerance, mismatch
+from .functions import (_arg_names, _examples, _infer_dims, _precision, _short, _student_error,
+                        _tensors, _verdict_of, preflight, target)
+from .numeric import gradient_mismatch
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
@@ -71,40 +76,45 @@ def normwise_rel_error(actual: torch.Tensor, expected: torch.Tensor, floor: floa
 
 
 def reference_gradients(forward: Any, args: list[Any], wrt: list[int], cotangent: torch.Tensor,
-                        eps: float = 1e-6
-                        ) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
-    """Gradients of <cotangent, forward(*args)> w.r.t. ``args[i]``, i in ``wrt``, in float64.
+                        eps: float = 1e-6, rtol: float = 1e-5, seed: int = 0
+                        ) -> list[torch.Tensor]:
+    """Gradients of <cotangent, forward(*args)> w.r.t. ``args[i]``, i in ``wrt``, in float64,
+    by autograd, each confirmed by the grader's finite differences (``numeric``).
 
-    Returns (autograd, central differences, noise floor). Inputs without any influence get
-    zeros. The floor bounds the rounding noise of the differences, 1e5 x machine epsilon x
-    sum |cotangent * output| / eps: a norm-wise comparison with the differences uses it
-    as the smallest scale, so that tiny gradients beside a large output are not judged on
-    noise (the element-wise comparison with autograd has no such noise).
+    Inputs without any influence get zeros. Raises RuntimeError (a grader error: the item
+    goes to review) when the differences refute the reference's own autograd.
     """
     args = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
             for a in args]
-    leaves = [a.clone().requires_grad_(True) if i in wrt else a for i, a in enumerate(args)]
-    with torch.enable_grad():
-        out = forward(*leaves)
-        scale = float((out.detach().double() * cotangent.double()).abs().sum())
-        grads = torch.autograd.grad(out, [leaves[i] for i in wrt], cotangent.double(),
-                                    allow_unused=True)
-    auto = [torch.zeros_like(args[i]) if g is None else g.detach() for i, g in zip(wrt, grads)]
 
-    def f(xs: list[Any]) -> torch.Tensor:
+    def autograd(xs: list[Any]) -> list[torch.Tensor]:
+        leaves = [a.clone().requires_grad_(True) if i in wrt else a for i, a in enumerate(xs)]
+        with torch.enable_grad():
+            out = forward(*leaves)
+            grads = torch.autograd.grad(out, [leaves[i] for i in wrt], cotangent.double(),
+                                        allow_unused=True)
+        return [torch.zeros_like(xs[i]) if g is None else g.detach() for i, g in zip(wrt, grads)]
+
+    def value(xs: list[Any]) -> torch.Tensor:
         with torch.no_grad():
             return forward(*xs)
 
-    numeric = [central_differences(f, args, i, cotangent, eps) for i in wrt]
-    floor = 1e5 * torch.finfo(torch.float64).eps * scale / eps
-    return auto, numeric, max(floor, 1e-8)
+    auto = autograd(args)
+    for k, (i, g) in enumerate(zip(wrt, auto)):
+        found = gradient_mismatch(value, args, i, cotangent, g, lambda xs, k=k: autograd(xs)[k],
+                                  step=eps, rtol=rtol, atol=1e-8, seed=seed)
+        if found:
+            raise RuntimeError(f"grader: autograd of the reference forward is refuted by "
+                               f"finite differences for input {i}: {found.describe()}")
+    return auto
 
 
 @check("backward_pass", required=("inputs", "forward", "cotangent", "returns"),
        optional=(*_TARGET, "dims", "args", "forward_args", "tol", "tol32", "fd_eps", "fd_tol",
                  "precision", "max_examples"))
 def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """A hand-written backward equals autograd of the reference forward and central differences.
+    """A hand-written backward equals autograd of the reference forward (itself confirmed by
+    the grader's finite differences).
 
     ``forward`` names the reference forward; ``forward_args`` its inputs (default: every
     input but ``cotangent``); ``args`` the student backward's arguments; ``returns`` the
@@ -136,12 +146,7 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
             raise _student_error(exc, example) from None
         fwd_args = _tensors(example, {**params, "args": fwd_names}, torch.float64)
         cot = _tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]
-        auto, numeric, floor = reference_gradients(forward, fwd_args, wrt, cot, fd_eps)
-        for name, a, n in zip(returns, auto, numeric):
-            sanity, _ = normwise_rel_error(a, n, floor)
-            if sanity > fd_tol:
-                raise RuntimeError(f"grader: autograd and central differences of the reference "
-                                   f"`{params['forward']}` disagree on `{name}` ({sanity:.3g})")
+        auto = reference_gradients(forward, fwd_args, wrt, cot, fd_eps, fd_tol, ctx.seed)
         outs = list(actual) if isinstance(actual, (tuple, list)) else [actual]
         ce = {"inputs": format_inputs(example),
               "expected": _short(tuple(auto) if len(auto) > 1 else auto[0]),
@@ -149,7 +154,7 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         if len(outs) != len(returns):
             raise PropertyFailure(f"expected {len(returns)} gradient(s) (w.r.t. "
                                   f"{', '.join(returns)}), got {_describe(actual)}", ce)
-        for i, (name, out, a, n) in enumerate(zip(returns, outs, auto, numeric)):
+        for i, (name, out, a) in enumerate(zip(returns, outs, auto)):
             label = f"the gradient w.r.t. `{name}`" + (f" (output {i})" if len(outs) > 1 else "")
             if not isinstance(out, torch.Tensor) or not out.is_floating_point():
                 raise PropertyFailure(f"{label} is {_describe(out)}, not a floating tensor", ce)
@@ -171,16 +176,12 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                     f"{label} differs from autograd of the reference forward: {kind} "
                     f"{err:.3g} > {limit:g}{where} (got {out.double()[idx].item():.8g}, "
                     f"expected {a[idx].item():.8g})", ce)
-            fd_err, idx = normwise_rel_error(out, n, floor)
-            if not fd_err <= max(fd_tol, limit if precision == "float32" else 0.0):
-                raise PropertyFailure(
-                    f"{label} differs from the grader's central differences (float64, eps "
-                    f"{fd_eps:g}): norm-wise relative error {fd_err:.3g} at {list(idx)}", ce)
 
     tried, failure = run_property(_examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
     return _verdict_of(failure, tried, f"gradients w.r.t. {', '.join(returns)} match autograd "
-                       f"and central differences on {tried} generated inputs",
+                       f"of the reference (confirmed by finite differences) on {tried} "
+                       "generated inputs",
                        precision=state.get("precision"))
 
 
@@ -190,3 +191,120 @@ def _describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
     return type(value).__name__
+
+
+@check("gradient", required=("inputs", "wrt"),
+       optional=(*_TARGET, "args", "eps", "rtol", "atol", "output"))
+def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """Autograd gradients (computed in the kernel) equal the grader's finite differences.
+
+    For deterministic code: the differences call the function again at shifted inputs
+    (``grader.checks.numeric``: two steps, one-sided quotients, a nearby point, so a kink
+    inside the step is never blamed on the student). A function that draws random numbers
+    is checked on what it returns instead (``pathwise_gradient``): LABS.md promises that no
+    check depends on re-seeding reproducing the student's noise. Inputs are fixed in the
+    rubric; float64 where the code allows it.
+    """
+    names = _arg_names(params)
+    base = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
+    wrt = [names.index(w) for w in params["wrt"]]
+    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+                           dict(zip(names, [b.numpy() for b in base])))
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    f64 = precision == "float64"
+    eps = float(params.get("eps", 1e-6 if f64 else 1e-2))
+    rtol = float(params.get("rtol", 1e-4 if f64 else 2e-2))
+    atol = float(params.get("atol", 1e-6 if f64 else 1e-2))
+    fn, output = target(ctx, params, precision=precision), params.get("output")
+    args = [b.to(dtype).double() for b in base]
+
+    def value(xs: list[torch.Tensor]) -> torch.Tensor:
+        out = ctx.kernel.call(fn, *[x.to(dtype) for x in xs], seed=ctx.seed)
+        picked = out[output] if output is not None else out
+        if not isinstance(picked, torch.Tensor):
+            raise PropertyFailure(f"expected a tensor output, got {type(picked).__name__}")
+        return picked
+
+    def grads(xs: list[torch.Tensor], cot: torch.Tensor) -> list[torch.Tensor]:
+        _, got = ctx.kernel.call_with_grad(fn, *[x.to(dtype) for x in xs], wrt=wrt,
+                                           output=output, seed=ctx.seed, cotangent=cot.to(dtype))
+        return [torch.zeros_like(xs[i]) if g is None or not torch.is_tensor(g) else g.double()
+                for i, g in zip(wrt, got)]
+
+    ce = {"inputs": format_inputs(dict(zip(names, base)))}
+    try:
+        cot = torch.randn(value(args).shape, generator=torch.Generator().manual_seed(ctx.seed),
+                          dtype=torch.float64)
+        claimed = grads(args, cot)
+        for k, i in enumerate(wrt):
+            found = gradient_mismatch(value, args, i, cot, claimed[k],
+                                      lambda xs, k=k: grads(xs, cot)[k], step=eps, rtol=rtol,
+                                      atol=atol, seed=ctx.seed)
+            if found:
+                return Verdict.failed(found.describe(f"the autograd gradient w.r.t. "
+                                                     f"`{names[i]}`"),
+                                      {**ce, "expected": f"{found.numeric:.8g}",
+                                       "actual": f"{found.claimed:.8g}"}, precision=precision)
+    except StudentException as exc:
+        return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
+                              traceback=exc.traceback)
+    except PropertyFailure as exc:
+        return Verdict.failed(exc.message, ce)
+    return Verdict.passed(f"gradients w.r.t. {', '.join(params['wrt'])} match the grader's "
+                          f"finite differences ({precision})", precision=precision)
+
+
+@check("pathwise_gradient", required=("function", "inputs"),
+       optional=("mean", "log_variance", "rtol", "atol"))
+def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
+    """A reparameterised Gaussian sample z = mu + exp(logvar / 2) eps carries the pathwise
+    derivatives dz/dmu = 1 and dz/dlogvar = (z - mu) / 2, element by element.
+
+    Both are computed by the grader from the z the student's function returns, so the check
+    assumes nothing about the noise: torch's global generator or a private one, any order
+    or number of draws (LABS.md). One call with a random cotangent c: the kernel's autograd
+    must give c for mu and c (z - mu) / 2 for logvar. ``mean`` and ``log_variance`` name
+    the inputs (default ``mu`` and ``logvar``).
+    """
+    names = list(params["inputs"])
+    mu_name, lv_name = params.get("mean", "mu"), params.get("log_variance", "logvar")
+    if {mu_name, lv_name} - set(names):
+        raise KeyError(f"inputs must include `{mu_name}` and `{lv_name}`")
+    args = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
+    i_mu, i_lv = names.index(mu_name), names.index(lv_name)
+    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+                           dict(zip(names, [a.numpy() for a in args])))
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    tol = Tolerance(float(params.get("rtol", 1e-6 if precision == "float64" else 1e-4)),
+                    float(params.get("atol", 1e-8 if precision == "float64" else 1e-5)))
+    gen = torch.Generator().manual_seed(ctx.seed)
+    cot = torch.randn(args[i_mu].shape, generator=gen, dtype=torch.float64)
+    cot = cot + 0.5 * torch.sign(cot)                      # no tiny cotangents
+    ce: dict[str, Any] = {"inputs": format_inputs(dict(zip(names, args)))}
+    try:
+        z, (g_mu, g_lv) = ctx.kernel.call_with_grad(
+            target(ctx, params), *[a.to(dtype) for a in args], wrt=[i_mu, i_lv],
+            seed=ctx.seed, cotangent=cot.to(dtype))
+    except StudentException as exc:
+        return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
+                              traceback=exc.traceback)
+    mu = args[i_mu].to(dtype).double()
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(mu.shape) \
+            or not z.is_floating_point() or not bool(torch.isfinite(z).all()):
+        return Verdict.failed(f"expected a finite float tensor z of shape {tuple(mu.shape)}, "
+                              f"got {_short(z)[:120]}", ce, precision=precision)
+    z = z.double()
+    wanted = ((mu_name, g_mu, cot, "1"), (lv_name, g_lv, cot * (z - mu) / 2, "(z - mu) / 2"))
+    for name, got, expected, rule in wanted:
+        if got is None or not torch.is_tensor(got) or not bool((got != 0).any()):
+            return Verdict.failed(f"no gradient reaches `{name}` through the sample (a "
+                                  ".detach(), torch.normal, or a copy out of the graph?)",
+                                  {**ce, "expected": _short(expected), "actual":
+                                   "None" if got is None else _short(got)}, precision=precision)
+        why = mismatch(got, expected, tol, path=f"<c, dz/d{name}>")
+        if why:
+            return Verdict.failed(f"dz/d{name} is not {rule} element by element: {why}",
+                                  {**ce, "expected": _short(expected), "actual": _short(got)},
+                                  precision=precision)
+    return Verdict.passed(f"dz/d{mu_name} = 1 and dz/d{lv_name} = (z - mu) / 2 hold on the "
+                          f"sample ({precision})", precision=precision)
