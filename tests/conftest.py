@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -9,6 +10,15 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=None)
+def validation(lab: str):  # type: ignore[no-untyped-def]
+    """``grader validate LAB`` over every row (reference, template, variants, examples,
+    mutants), graded once per test session, two at a time; rows keep their full reports."""
+    from grader.authoring import validate
+
+    return validate(lab, course=REPO, jobs=2)
 
 
 def build_submission(folder: Path, *extra: str, checkpoint: Path | None = None) -> Path:

@@ -1,10 +1,13 @@
-"""Every bundled example of every lab graded in the sandbox, with its expected per-item outcome.
+"""Every bundled example and variant of every lab graded in the sandbox, with its expected
+per-item outcome.
 
 A correct example gets every point; each bug fails exactly the items its lab's
 ``expected.yaml`` lists (the properties it breaks, including what its own buggy training did
 to its checkpoint) and keeps the rest; the message names the property and, for generated
-inputs, the shrunk input. The expectations live beside the examples, where
-``grader validate`` reads them too.
+inputs, the shrunk input. Every variant (a correct-but-different solution chosen to stress the
+checks) gets every point. The expectations live beside the examples, where ``grader
+validate`` reads them too: the reports come from one ``validate`` run per lab
+(``conftest.validation``), shared with the mutant tests of test_authoring.py.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.authoring import load_expectations
-from grader.pipeline import grade
+from grader.authoring import load_expectations, load_variants
 from grader.rubric import load_rubric
 
-from conftest import assert_example_outcomes
+from conftest import assert_example_outcomes, validation
 
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +92,33 @@ def test_every_lab_and_every_example_folder_has_an_expectation() -> None:
         assert len([f for f in folders if f.startswith("bug_")]) >= spec.bugs, lab
 
 
+VARIANTS = {lab: [v.name for v in load_variants(REPO / "assignments" / lab)] for lab in LABS}
+
+
+def report_of(lab: str, kind: str, name: str) -> Report:
+    row = validation(lab).row(kind, name)
+    assert row.report is not None, row.problems
+    return row.report
+
+
 @pytest.fixture(scope="module", ids="/".join,
                 params=[(lab, name) for lab in LABS for name in sorted(EXPECTED[lab])])
 def graded(request: pytest.FixtureRequest) -> tuple[str, str, Report]:
     lab, name = request.param
-    return lab, name, grade(REPO / "assignments" / lab / "examples" / name)
+    return lab, name, report_of(lab, "example", name)
+
+
+def test_every_lab_has_five_variants_that_stress_its_checks() -> None:
+    for lab in LABS:
+        assert len(VARIANTS[lab]) >= 5, f"{lab} has {len(VARIANTS[lab])} variants"
+
+
+@pytest.mark.parametrize("lab,name", [(lab, name) for lab in LABS for name in VARIANTS[lab]],
+                         ids="/".join)
+def test_variant_gets_full_marks(lab: str, name: str) -> None:
+    """A correct-but-different solution loses nothing: the worst bug the grader can ship."""
+    report = report_of(lab, "variant", name)
+    assert_example_outcomes(report, {}, ITEMS[lab])
 
 
 def test_example_fails_exactly_its_items(graded: tuple[str, str, Report]) -> None:
@@ -125,7 +149,7 @@ def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, str, Report]) ->
 
 @pytest.mark.parametrize("lab", sorted(LABS))
 def test_the_template_scores_zero(lab: str) -> None:
-    report = grade(REPO / "assignments" / lab / f"{lab}.ipynb")
+    report = report_of(lab, "template", "template")
     assert report["score"] == 0.0
     assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
     if LABS[lab].stubs_fail_a_cell:

@@ -39,6 +39,7 @@ class Row:
     score: float = 0.0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    report: dict[str, Any] | None = field(default=None, repr=False)   # the full report
 
     @property
     def ok(self) -> bool:
@@ -55,6 +56,13 @@ class Validation:
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.rows)
+
+    def row(self, kind: str, name: str) -> Row:
+        """The row of one submission (KeyError if it was not graded)."""
+        for r in self.rows:
+            if (r.kind, r.name) == (kind, name):
+                return r
+        raise KeyError(f"{self.lab}: no {kind} row `{name}`")
 
     @property
     def mutation_score(self) -> tuple[int, int]:
@@ -85,7 +93,11 @@ def _cell(row: Row, item: str) -> str:
     return "fail" if expected_fail else f"**!{outcome}**"
 
 
-def _judge(row: Row, rubric: Rubric) -> None:
+def _judge(row: Row, rubric: Rubric, reviews: dict[str, bool]) -> None:
+    for item_id, review in reviews.items():
+        if review:
+            row.problems.append(f"{item_id}: needs review (a grader-side problem): "
+                                f"{row.messages.get(item_id, '')[:200]}")
     for item in rubric.items:
         outcome, message = row.outcomes.get(item.id), row.messages.get(item.id, "")
         full = row.scores.get(item.id, 0.0) >= item.points - 1e-9
@@ -176,7 +188,8 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
                     row.scores[item["id"]] = float(item["score"])
                     row.messages[item["id"]] = item["message"]
                 row.score, row.seconds = report["score"], report["timings"]["total_s"]
-                _judge(row, rubric)
+                row.report = report
+                _judge(row, rubric, {i["id"]: bool(i.get("needs_review")) for i in report["items"]})
                 note(f"{row.kind} {row.name}: {row.score:g}/{report['max_score']:g}"
                      + ("" if row.ok else f" — {len(row.problems)} problem(s)"))
     return Validation(lab, [i.id for i in rubric.items], {i.id: i.points for i in rubric.items},
