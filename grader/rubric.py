@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .checks import REGISTRY
+from .checks.params import problems
 from .errors import RubricError
 from .sandbox import Limits
 
@@ -151,6 +152,13 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
         raise RubricError(path, f"params.{key} {problem} of check `{kind}`{where}",
                           line=_line(params, key) or _line(node, "params"), key=f"params.{key}",
                           hint=f"`{kind}` takes {', '.join(sorted(spec.required | spec.optional))}")
+    for key, why in problems(params, spec.types):
+        fix = spec.types[key]
+        raise RubricError(path, f"params.{key} {why} (check `{kind}`){where}",
+                          line=_line(params, key) or _line(node, "params"), key=f"params.{key}",
+                          hint=f"`{key}` is {fix.kind}" + (f"; leave it out for the default "
+                                                          f"{fix.default!r}"
+                                                          if fix.default is not None else ""))
     partial = node.get("partial", "all_or_nothing")
     if partial not in PARTIAL_RULES:
         raise RubricError(path, f"partial must be one of {PARTIAL_RULES}, got {partial!r}",

@@ -19,6 +19,7 @@ import torch
 from ..errors import StudentException, SubmissionError
 from ..protocol import Attr, Handle, Name
 from .compare import Tolerance, mismatch, normal_moment_test
+from .params import LITERAL_INPUTS
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, input_sets, run_property
 
@@ -293,7 +294,8 @@ def _range_text(lo: float | None, hi: float | None) -> str:
 
 
 @check("normal_moments", required=("inputs", "moments", "samples"),
-       optional=(*_TARGET, "args", "alpha"))
+       optional=(*_TARGET, "args", "alpha"),
+       types={"inputs": LITERAL_INPUTS})
 def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Samples have the mean and std the reference's closed form gives (z-tests).
 

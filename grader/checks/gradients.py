@@ -35,6 +35,7 @@ from .compare import Tolerance, mismatch
 from .functions import (_arg_names, _examples, _infer_dims, _precision, _short, _student_error,
                         _tensors, _verdict_of, preflight, target)
 from .numeric import gradient_mismatch
+from .params import LITERAL_INPUTS
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
@@ -194,7 +195,8 @@ def _describe(value: Any) -> str:
 
 
 @check("gradient", required=("inputs", "wrt"),
-       optional=(*_TARGET, "args", "eps", "rtol", "atol", "output"))
+       optional=(*_TARGET, "args", "eps", "rtol", "atol", "output"),
+       types={"inputs": LITERAL_INPUTS})
 def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Autograd gradients (computed in the kernel) equal the grader's finite differences.
 
@@ -255,7 +257,8 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
 
 @check("pathwise_gradient", required=("function", "inputs"),
-       optional=("mean", "log_variance", "rtol", "atol"))
+       optional=("mean", "log_variance", "rtol", "atol"),
+       types={"inputs": LITERAL_INPUTS})
 def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """A reparameterised Gaussian sample z = mu + exp(logvar / 2) eps carries the pathwise
     derivatives dz/dmu = 1 and dz/dlogvar = (z - mu) / 2, element by element.

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import MissingName, StudentException
 from ..protocol import Handle, KernelProxy, Name
+from .params import Param, declarations
 
 __all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec"]
 
@@ -49,27 +50,35 @@ class PropertyFailure(AssertionError):
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """A registered check: its function and the parameters it accepts."""
+    """A registered check: its function and the parameters it accepts, each declared
+    (``types``: its own declarations over the shared vocabulary of ``params.py``)."""
 
     kind: str
     fn: Callable[[CheckContext, dict[str, Any]], Verdict]
     required: frozenset[str]
     optional: frozenset[str]
     doc: str
+    types: dict[str, Param] = field(default_factory=dict)
+    undeclared: tuple[str, ...] = ()        # parameters with no declaration (a test refuses)
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+          types: dict[str, Param] | None = None
           ) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
-    """Register ``fn`` as the check ``kind`` taking these rubric ``params``."""
+    """Register ``fn`` as the check ``kind`` taking these rubric ``params``; ``types``
+    declares those the shared vocabulary does not, or means otherwise here."""
 
     def register(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
         if kind in REGISTRY:
             raise ValueError(f"check kind {kind!r} registered twice")
+        names = frozenset(required) | frozenset(optional)
+        declared, undeclared = declarations(kind, names, types)
         REGISTRY[kind] = CheckSpec(kind, fn, frozenset(required), frozenset(optional),
-                                   (fn.__doc__ or "").strip().split("\n")[0])
+                                   (fn.__doc__ or "").strip().split("\n")[0], declared,
+                                   tuple(undeclared))
         return fn
 
     return register
