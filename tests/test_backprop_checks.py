@@ -11,7 +11,7 @@ import torch
 
 from grader.checks import REGISTRY
 from grader.checks.classifier import accuracy_of, linear_credit
-from grader.checks.gradients import (elementwise_rel_error, normwise_rel_error,
+from grader.checks.gradients import (elementwise_rel_error, judge_gradients, normwise_rel_error,
                                      reference_gradients)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,3 +101,41 @@ def test_linear_credit_and_accuracy() -> None:
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0], [0.0, 1.0]])
     acc, per_class = accuracy_of(logits, torch.tensor([0, 1, 1, 1]))
     assert acc == 0.75 and per_class == [1.0, pytest.approx(2 / 3)]
+
+
+def _float32_buffers_backward(g, x, w):  # type: ignore[no-untyped-def]
+    """A correct linear_backward (LABS.md: float32): per-example sums into torch.zeros
+    buffers (float32 whatever the inputs), cast back to the input dtype at the end."""
+    gx, gw, gb = torch.zeros(x.shape), torch.zeros(w.shape), torch.zeros(w.shape[0])
+    for n in range(x.shape[0]):
+        gx[n] = g[n] @ w
+        gw += torch.outer(g[n], x[n])
+        gb += g[n]
+    return gx.to(x.dtype), gw.to(w.dtype), gb.to(w.dtype)
+
+
+def test_judge_gradients_judges_float32_accuracy_as_float32_code() -> None:
+    def f32(v):  # type: ignore[no-untyped-def]
+        return torch.tensor(v, dtype=torch.float32).double()
+
+    # grad_W[0, 0] = (1/3) * 3 - 1 cancels to 3e-8 in float64, to 0 in float32
+    g, x, w = f32([[1 / 3], [1.0]]), f32([[3.0, 2.0], [-1.0, 5.0]]), f32([[0.5, -0.25]])
+    auto = reference_gradients(R.linear_forward, [x, w, torch.zeros(1, dtype=torch.float64)],
+                               [0, 1, 2], g)
+    names = ["x", "W", "b"]
+
+    def run(precision: str, bug: float = 1.0):  # type: ignore[no-untyped-def]
+        dtype = torch.float64 if precision == "float64" else torch.float32
+        gx, gw, gb = _float32_buffers_backward(g.to(dtype), x.to(dtype), w.to(dtype))
+        return gx, gw, gb * bug
+
+    float64_answer = run("float64")
+    assert float64_answer[1].dtype == torch.float64
+    assert elementwise_rel_error(float64_answer[1], auto[1])[0] == pytest.approx(1.0)
+    assert judge_gradients(run, auto, names, "float64", 1e-5, 1e-4)[1] is None
+    # a real bug still fails, and the finding names its output, not the rounding of grad_W
+    _, why = judge_gradients(lambda p: run(p, bug=0.5), auto, names, "float64", 1e-5, 1e-4)
+    assert why is not None and "w.r.t. `b`" in why and "norm-wise" in why
+    _, why = judge_gradients(lambda p: (run(p)[0], 2 * run(p)[1], run(p)[2]), auto, names,
+                             "float64", 1e-5, 1e-4)
+    assert why is not None and "w.r.t. `W`" in why and "element-wise" in why

@@ -229,3 +229,24 @@ def test_generated_inputs_do_not_depend_on_which_local_modules_are_imported(
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("lecturer_constants")
     assert draws() == before
+
+
+def test_float64_code_with_float32_inside_is_judged_as_float32_code() -> None:
+    from grader.checks.functions import judge_with_float32_retry
+
+    x = torch.tensor([[1234.5678, -1234.5677, 0.3]], dtype=torch.float64)
+    w = torch.tensor([[1.0, 1.0, 1e-3]], dtype=torch.float64)
+
+    def float32_inside(xs: torch.Tensor) -> torch.Tensor:     # float64 in and out
+        return (xs.float() @ w.float().T).to(xs.dtype)
+
+    expected = x @ w.T
+    params: dict = {}
+    assert mismatch(float32_inside(x), expected, Tolerance.of(params, "float64"))  # was a loss
+    why, retried = judge_with_float32_retry(float32_inside(x), expected, params, "float64",
+                                            lambda: float32_inside(x.float()))
+    assert why is None and retried
+    wrong = expected + 0.5                                     # a bug shows in both precisions
+    why, retried = judge_with_float32_retry(wrong, expected, params, "float64",
+                                            lambda: wrong.float())
+    assert why and "off by" in why and not retried

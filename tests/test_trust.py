@@ -137,3 +137,4 @@ def test_the_same_submission_gets_the_same_report_twice(make_submission) -> None
     strip = [{k: v for k, v in i.items() if k != "duration_s"} for i in first["items"]]
     again = [{k: v for k, v in i.items() if k != "duration_s"} for i in second["items"]]
     assert strip == again and first["score"] == second["score"]
+

@@ -37,7 +37,8 @@ from .compare import Tolerance, mismatch
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
-__all__ = ["discrete_inputs", "stochastic_array", "free_energy", "ENVIRONMENTS"]
+__all__ = ["discrete_inputs", "stochastic_array", "free_energy", "played_episodes",
+           "ENVIRONMENTS"]
 
 ENVIRONMENTS: dict[str, Callable[..., Any]] = {"tmaze": TMaze}
 _DRAWN_FIRST = ("stochastic", "floats", "scalar", "policy", "policies")
@@ -318,6 +319,16 @@ def check_free_energy_bound(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     return _verdict(failure, tried, f"F {what} on {tried} drawn models and beliefs")
 
 
+def played_episodes(env: Any) -> list[Any]:
+    """The episodes of ``env``'s record in which the agent took at least one action.
+
+    LABS.md fixes how many episodes ``run_agent`` plays, not how it calls ``env.reset()``:
+    an agent that resets ahead of its next episode resets once more after its last one.
+    That episode was never played: it is neither a miss in the share nor a total to match.
+    """
+    return [e for e in env.episodes if e.actions]
+
+
 @check("agent_episodes", required=("function", "env", "episodes"),
        optional=("env_params", "min_share", "timeout"))
 def check_agent_episodes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
@@ -341,22 +352,26 @@ def check_agent_episodes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     except StudentException as exc:
         raised, out = exc, None
     summary = env.summary()
-    played = summary["episodes"]
-    share = summary["correct_arm"] / max(played, episodes)
-    details = {**summary, "share": round(share, 4), "required_share": need,
-               "requested_episodes": episodes}
-    record = (f"{summary['correct_arm']} of {max(played, episodes)} episodes in the cued "
+    played = played_episodes(env)
+    unplayed = summary["episodes"] - len(played)
+    share = summary["correct_arm"] / max(len(played), episodes)
+    details = {**summary, "played": len(played), "share": round(share, 4),
+               "required_share": need, "requested_episodes": episodes}
+    record = (f"{summary['correct_arm']} of {max(len(played), episodes)} episodes in the cued "
               f"rewarding arm ({100 * share:.0f} %; {100 * need:.0f} % needed); "
-              f"{summary['wrong_arm']} in the other arm, {summary['no_arm']} in no arm; the cue "
-              f"visited in {summary['cue_visited']}")
+              f"{summary['wrong_arm']} in the other arm, "
+              f"{sum(e.arm is None for e in played)} in no arm; the cue visited in "
+              f"{summary['cue_visited']}" + (f"; {unplayed} reset(s) with no action, not counted"
+                                             if unplayed else ""))
     if raised is not None:
         verdict = Verdict.failed(f"your {params['function']} raised {raised.ename}: "
-                                 f"{raised.evalue} (after {played} episodes)", **details)
+                                 f"{raised.evalue} (after {len(played)} episodes)", **details)
         verdict.details["traceback"] = raised.traceback
         return verdict
-    if played < episodes:
-        return Verdict.failed(f"only {played} of the {episodes} episodes were played "
-                              f"(env.reset() starts each one): {record}", **details)
+    if len(played) < episodes:
+        return Verdict.failed(f"only {len(played)} of the {episodes} episodes were played "
+                              f"(env.reset() starts each one, env.step() plays it): {record}",
+                              **details)
     totals = out.tolist() if isinstance(out, torch.Tensor) and out.dim() == 1 else out
     if not isinstance(totals, (list, tuple)) or len(totals) != episodes or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
@@ -364,7 +379,7 @@ def check_agent_episodes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         return Verdict.failed(f"{params['function']} must return a list of {episodes} finite "
                               f"total rewards, one per episode; got {_text(out)[:120]}",
                               **details)
-    paid = [e.reward for e in env.episodes[-episodes:]]
+    paid = [e.reward for e in played[-episodes:]]
     details["reported_totals_match"] = bool(np.allclose(totals, paid))
     if share < need:
         return Verdict.failed(f"the agent took the cued rewarding arm too rarely: {record}",

@@ -78,8 +78,9 @@ def _encode(value, depth=0):
         raise ValueError("reply nested too deeply")
     if value is None or isinstance(value, (bool, int, str)):
         return value if not isinstance(value, str) else value[:10_000]
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else {"$float": repr(value)}
+    if isinstance(value, float):  # float(): repr(np.float64(inf)) is "np.float64(inf)"
+        return value if value == value and abs(value) != float("inf") \
+            else {"$float": repr(float(value))}
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.dtype in (torch.float16, torch.bfloat16):
