@@ -154,7 +154,8 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
                           hint=f"`{kind}` takes {', '.join(sorted(spec.required | spec.optional))}")
     for key, why in problems(params, spec.types):
         fix = spec.types[key]
-        raise RubricError(path, f"params.{key} {why} (check `{kind}`){where}",
+        sep = "" if why.startswith((".", "[")) else " "
+        raise RubricError(path, f"params.{key}{sep}{why} (check `{kind}`){where}",
                           line=_line(params, key) or _line(node, "params"), key=f"params.{key}",
                           hint=f"`{key}` is {fix.kind}" + (f"; leave it out for the default "
                                                           f"{fix.default!r}"

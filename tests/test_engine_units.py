@@ -68,6 +68,49 @@ def test_rubric_errors_name_file_line_and_key(tmp_path: Path, edit: tuple[str, s
         assert err.line == line, str(err)
 
 
+GENERATED = """assignment: demo
+items:
+  - id: a
+    points: 1
+    check: matches_reference
+    params:
+      function: f
+      inputs:
+        x: {shape: [B, 3], min: -1, max: 1}
+      dims: {B: [1, 4]}
+      rtol: 1.0e-6
+"""
+
+
+@pytest.mark.parametrize("edit, key, words, fix", [
+    (("rtol: 1.0e-6", "rtol: abc"), "params.rtol", "must be a number >= 0, got 'abc'",
+     "`rtol` is a number >= 0"),
+    (("rtol: 1.0e-6", "rtol: -1"), "params.rtol", "got -1", "a number >= 0"),
+    (("rtol: 1.0e-6", "max_examples: 0"), "params.max_examples", "a whole number >= 1",
+     "whole number"),
+    (("B: [1, 4]", "B: [4, 1]"), "params.dims", "lo <= hi, got [4, 1]", "[lo, hi]"),
+    (("shape: [B, 3]", "shape: [N, 3]"), "params.inputs", "uses the symbol `N`", "input spec"),
+    (("min: -1", "min: low"), "params.inputs", ".x.min must be a number", "input spec"),
+    (("rtol: 1.0e-6", "precision: double"), "params.precision", "one of float32, float64",
+     "float32"),
+])
+def test_rubric_parameter_values_are_checked_at_load(tmp_path: Path, edit: tuple[str, str],
+                                                     key: str, words: str, fix: str) -> None:
+    """A mistake in a value fails when the rubric loads (and so in `grader lint`), naming the
+    file, the line of the key and what the value must be, not halfway through a batch."""
+    path = tmp_path / "bad.yaml"
+    text = GENERATED.replace(*edit)
+    path.write_text(text)
+    with pytest.raises(RubricError) as info:
+        load_rubric(path)
+    err = info.value
+    assert err.key == key and words in str(err) and str(path) in str(err), str(err)
+    assert fix in err.hint, err.hint
+    name = key.split(".")[1]
+    assert err.line == next(i for i, ln in enumerate(text.splitlines(), 1)
+                            if ln.strip().startswith(f"{name}:")), str(err)
+
+
 def test_rubric_broken_yaml_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("assignment: x\nitems:\n  - id: [unclosed\n")

@@ -42,6 +42,11 @@ class Param:
         return Param(self.kind, self.why, default)
 
 
+def _under(where: str, problem: str) -> str:
+    """``problem`` of an element, prefixed by where the element is (``.key`` or ``[i]``)."""
+    return where + (problem if problem.startswith((".", "[")) else " " + problem)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -119,7 +124,7 @@ def list_of(item: Param, *, min_len: int = 0, max_len: int | None = None) -> Par
         for i, element in enumerate(value):
             problem = item.problem(element)
             if problem:
-                return f"[{i}] {problem}"
+                return _under(f"[{i}]", problem)
         return None
 
     return Param(kind, why)
@@ -143,7 +148,7 @@ def mapping(fields: dict[str, Param], *, required: tuple[str, ...] = (),
                 return f"has the unknown key `{key}` (known: {', '.join(fields)})"
             problem = spec.problem(element)
             if problem:
-                return f".{key} {problem}"
+                return _under(f".{key}", problem)
         return None
 
     return Param(kind, why)
@@ -159,7 +164,7 @@ def mapping_of(value_param: Param, what: str = "name") -> Param:
         for key, element in value.items():
             problem = value_param.problem(element)
             if problem:
-                return f".{key} {problem}"
+                return _under(f".{key}", problem)
         return None
 
     return Param(kind, why)
