@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -36,7 +37,10 @@ from .errors import CourseError, GraderError, RubricError, SandboxUnavailable
 __all__ = ["main"]
 
 _STYLE = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "yellow"}
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+# README, "Exit codes". REVIEW: graded, but some item (or, for batch, some student) needs a
+# TA (a grader-side problem: not a verdict); INTERNAL: a grader bug left no report at all.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_REVIEW, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,26 +141,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _table(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{report['title']} ({report['assignment']}): "
-                        f"{report['score']:.4g} / {report['max_score']:g}")
+    table = Table(title=escape(f"{report['title']} ({report['assignment']}): "
+                               f"{report['score']:.4g} / {report['max_score']:g}"))
     for col in ("item", "outcome", "points", "message"):
         table.add_column(col, overflow="fold")
     for item in report["items"]:
         style = _STYLE.get(item["outcome"], "")
-        table.add_row(item["id"], f"[{style}]{item['outcome']}[/]",
-                      f"{item['score']:g}/{item['max_score']:g}", item["message"][:300])
+        kind = f" ({item['error_kind']})" if item.get("error_kind") else ""
+        table.add_row(escape(item["id"]), f"[{style}]{item['outcome']}{kind}[/]",
+                      f"{item['score']:g}/{item['max_score']:g}", escape(item["message"][:300]))
     console.print(table)
     for item in report["items"]:
         ce = item.get("counterexample")
         if item["outcome"] != "passed" and ce:
-            console.print(f"[bold]{item['id']}[/] smallest failing input:", markup=True)
+            console.print(f"[bold]{escape(item['id'])}[/] smallest failing input:")
             for name, text in (ce.get("inputs") or {}).items():
                 console.print(f"  {name} = {text}", markup=False, highlight=False)
             for key in ("expected", "actual"):
                 if ce.get(key):
                     console.print(f"  {key}: {ce[key]}", markup=False, highlight=False)
     for warning in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    for item in _review(report):
+        console.print(f"[bold magenta]needs review:[/] {escape(item['id'])} "
+                      f"({item.get('error_kind') or 'error'})", highlight=False)
+
+
+def _review(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items a TA must look at before the grade is final (a grader-side problem)."""
+    return [i for i in report["items"] if i.get("needs_review")]
 
 
 def _grade(args: argparse.Namespace, submission: str, public_only: bool,
@@ -190,6 +203,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     table = Table(title="grader demo: the bundled examples")
     for col in ("lab", "example", "score", "items not passed", "time"):
         table.add_column(col, overflow="fold")
+    review = False
     for lab in labs:
         examples = course / "assignments" / lab / "examples"
         for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
@@ -200,12 +214,14 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
             _write(report, out / lab / folder.name)
             console.print(f"graded {lab}/{folder.name}: {report['score']:.4g} / "
                           f"{report['max_score']:g}")
-            failed = [i["id"] for i in report["items"] if i["outcome"] != "passed"]
+            failed = [i["id"] + (" (needs review)" if i["needs_review"] else "")
+                      for i in report["items"] if i["outcome"] != "passed"]
+            review |= bool(_review(report))
             table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
                           ", ".join(failed) or "-", f"{time.perf_counter() - t0:.1f} s")
     console.print(table)
     console.print(f"Reports: {out.resolve()}/<lab>/<example>/report.html (and report.json)")
-    return EXIT_OK
+    return EXIT_REVIEW if review else EXIT_OK
 
 
 def _calibrate(args: argparse.Namespace, console: Console) -> int:
@@ -266,7 +282,7 @@ def _lint(args: argparse.Namespace, console: Console) -> int:
         for f in findings:
             errors += f.severity == "error"
             style = "red" if f.severity == "error" else "yellow"
-            console.print(f"[{style}]{f}[/]", highlight=False)
+            console.print(f"[{style}]{escape(str(f))}[/]", highlight=False)
         if not findings:
             console.print(f"[green]{path.relative_to(course)}: ok[/]")
     return EXIT_FAILED if errors else EXIT_OK
@@ -282,7 +298,8 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         with console.status(f"validating {lab}…") as status:
             result = validate(lab, course=course, jobs=args.jobs,
                               sandbox=not args.unsafe_no_sandbox,
-                              progress=lambda msg: console.print(msg, highlight=False)
+                              progress=lambda msg: console.print(msg, highlight=False,
+                                                                 markup=False)
                               if status else None)
         results.append(result)
         table = Table(title=f"validate {lab}: items (columns) by submissions (rows)")
@@ -292,17 +309,18 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         table.add_column("score", justify="right")
         for row in result.rows:
             cells = [_matrix_cell(row, item) for item in result.items]
-            table.add_row(f"{row.kind}: {row.name}", *cells, f"{row.score:.4g}")
+            table.add_row(escape(f"{row.kind}: {row.name}"), *cells, f"{row.score:.4g}")
         console.print(table)
         console.print("items: " + ", ".join(f"{n} {i}" for n, i in enumerate(result.items, 1)),
-                      highlight=False)
+                      highlight=False, markup=False)
         console.print("✓ passed, ✗ lost points as expected, [bold red]!✗[/] lost points "
                       "unexpectedly, [bold red]!✓[/] passed but should not have")
         killed, total = result.mutation_score
         console.print(f"mutation score: {killed}/{total}")
         for row in result.rows:
             for problem in row.problems:
-                console.print(f"[red]{row.kind} {row.name}:[/] {problem}", highlight=False)
+                console.print(f"[red]{escape(f'{row.kind} {row.name}')}:[/] "
+                              f"{escape(problem)}", highlight=False)
         console.print(f"[{'green' if result.ok else 'red'}]{lab}: "
                       f"{'valid' if result.ok else 'NOT valid'}[/]")
     if args.markdown:
@@ -328,7 +346,7 @@ def _release(args: argparse.Namespace, console: Console) -> int:
     try:
         kit = release(course, args.lab, Path(args.out))
     except ReleaseRefused as exc:
-        console.print(f"[red]refused:[/] {exc}", highlight=False)
+        console.print(f"[red]refused:[/] {escape(str(exc))}", highlight=False)
         return EXIT_FAILED
     console.print(f"released {args.lab}: {kit} (leak scan clean)")
     return EXIT_OK
@@ -362,6 +380,13 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  skipped {s['source']}: {s['reason']}", highlight=False, markup=False)
     console.print(f"gradebook, reports, brightspace.csv, canvas.csv, reports.zip and "
                   f"dashboard.html: {Path(args.out).resolve()}")
+    if result.needs_review:
+        shown = ", ".join(result.needs_review[:20])
+        more = f" and {len(result.needs_review) - 20} more" if len(result.needs_review) > 20 else ""
+        console.print(f"[bold magenta]needs review:[/] {len(result.needs_review)} student(s) "
+                      f"whose grade is not final (left blank in the CSVs, listed in "
+                      f"needs-review.csv and the dashboard): {shown}{more}", highlight=False)
+        return EXIT_REVIEW
     return EXIT_OK
 
 
@@ -378,41 +403,74 @@ def _gradescope(args: argparse.Namespace, console: Console) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(gradescope_results(report), indent=1))
     console.print(f"wrote {out}: {report['score']:.4g} / {report['max_score']:g}")
+    review = _review(report)
+    for item in review:
+        console.print(f"needs review: {item['id']} ({item.get('error_kind')}): "
+                      f"{item['message'][:300]}", highlight=False, markup=False)
+    return EXIT_REVIEW if review else EXIT_OK
+
+
+def _graded(args: argparse.Namespace, console: Console) -> int:
+    """``grade`` and ``check``: the table, the report files, the exit code."""
+    report = _grade(args, args.submission, args.command == "check", console)
+    written = _write(report, args.out) if args.out else None    # before anything can fail
+    _table(report, console)
+    if written:
+        console.print(f"wrote {written[0]} and {written[1]}", markup=False)
+    if _review(report):
+        return EXIT_REVIEW
+    if args.command == "check":
+        ok = all(i["outcome"] == "passed" for i in report["items"])
+        return EXIT_OK if ok else EXIT_FAILED
     return EXIT_OK
 
 
+def _internal_error(exc: Exception, console: Console) -> int:
+    """A grader bug: one clear message, the traceback in a file for the bug report."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="grader-error-", suffix=".txt",
+                                         delete=False) as f:
+            f.write(text)
+        where = f.name
+    except OSError:
+        where = "(the details could not be saved)"
+    console.print(f"[red]grader internal error:[/] {type(exc).__name__}: "
+                  f"{escape(str(exc)[:500])}", highlight=False, soft_wrap=True)
+    console.print("  This is a bug in grader, not a problem with the submission. Please report "
+                  "it with this file, which holds the details:", highlight=False)
+    console.print(f"  {where}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_INTERNAL
+
+
 _COMMANDS = {"batch": _batch, "gradescope": _gradescope, "new": _new, "build": _build,
-             "lint": _lint, "validate": _validate, "release": _release}
+             "lint": _lint, "validate": _validate, "release": _release, "demo": _demo,
+             "calibrate": _calibrate, "grade": _graded, "check": _graded}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
     try:
-        if args.command == "demo":
-            return _demo(args, console)
-        if args.command == "calibrate":
-            return _calibrate(args, console)
-        if args.command in _COMMANDS:
-            return _COMMANDS[args.command](args, console)
-        report = _grade(args, args.submission, args.command == "check", console)
-        _table(report, console)
-        if args.out:
-            json_path, html_path = _write(report, args.out)
-            console.print(f"wrote {json_path} and {html_path}")
-        if args.command == "check":
-            ok = all(i["outcome"] == "passed" for i in report["items"])
-            return EXIT_OK if ok else EXIT_FAILED
-        return EXIT_OK
+        return _COMMANDS[args.command](args, console)
     except SandboxUnavailable as exc:
-        console.print(f"[red]refused:[/] {exc}")
+        console.print(f"[red]refused:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_REFUSED
     except (CourseError, RubricError) as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except GraderError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/] (a batch resumes where it stopped: run the same "
+                      "command again)")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a grader bug
+        return _internal_error(exc, console)
 
 
 if __name__ == "__main__":

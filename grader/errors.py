@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = [
     "GraderError", "RubricError", "SubmissionError", "MissingName", "KernelDied",
     "ExecutionTimeout", "ProtocolError", "StudentException", "SandboxUnavailable",
-    "CourseError",
+    "CourseError", "KernelStartError",
 ]
 
 
@@ -38,6 +38,16 @@ class CourseError(GraderError, ValueError):
 
 class SandboxUnavailable(GraderError, RuntimeError):
     """bubblewrap cannot run here; grading refuses unless explicitly unsafe."""
+
+
+class KernelStartError(GraderError, RuntimeError):
+    """The kernel could not be started or did not answer: not the student's doing (no student
+    code has run yet), so every item it leaves ungraded needs review. ``log`` is the end of the
+    kernel process's own output, for the TA."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        self.log = log
+        super().__init__(message)
 
 
 class SubmissionError(GraderError):

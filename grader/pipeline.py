@@ -20,11 +20,12 @@ import torch
 
 from . import __version__
 from .checks import REGISTRY, CheckContext, Verdict
-from .errors import (CourseError, ExecutionTimeout, KernelDied, MissingName, ProtocolError,
-                     SandboxUnavailable, StudentException)
-from .execute import ExecutionRecord, inject_parameters, load_notebook, run_notebook
+from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
+                     ProtocolError, SandboxUnavailable, StudentException)
+from .execute import CellRecord, ExecutionRecord, inject_parameters, load_notebook, run_notebook
 from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
+from .report import ERROR_KINDS, SCHEMA_VERSION, item_problems, values
 from .rubric import Item, Rubric, load_rubric
 from .sandbox import KernelSession, check_sandbox
 from .scoring import item_score, total
@@ -118,41 +119,108 @@ def load_reference(course: Path, rubric: Rubric) -> types.ModuleType | RecordedR
 
 
 def _outcome(item: Item, verdict: Verdict) -> dict[str, Any]:
-    score = item_score(item.points, verdict.fraction, item.partial)
-    outcome = "passed" if verdict.fraction >= 1.0 else "failed"
-    result = {"score": score, "outcome": outcome, "message": verdict.message,
-              "counterexample": verdict.counterexample, "details": dict(verdict.details),
-              "figures": verdict.figures, "traceback": verdict.details.pop("traceback", None)}
-    result["details"].pop("traceback", None)
-    return result
+    """A verdict as report fields, every value converted by ``grader.report.values``; a
+    verdict that cannot be converted is an error that needs review (the report survives)."""
+    if not isinstance(verdict, Verdict):
+        return _error(f"the check returned {type(verdict).__name__}, not a Verdict: a grader "
+                      "bug; this item needs review by a TA", kind="unreportable")
+    try:
+        fraction = values.fraction(verdict.fraction)
+        fields = values.verdict_fields(verdict)
+    except Exception as exc:  # noqa: BLE001 - what a check returns must not sink the report
+        return _error(f"the check's result cannot be reported ({type(exc).__name__}: {exc}): "
+                      "a grader bug; this item needs review by a TA", kind="unreportable",
+                      tb=traceback.format_exc()[-6000:])
+    score = item_score(item.points, fraction, item.partial)
+    outcome = "passed" if fraction >= 1.0 else "failed"
+    return {"score": score, "outcome": outcome, **fields, "needs_review": False,
+            "error_kind": None}
 
 
-def _error(message: str, *, outcome: str = "error", tb: str | None = None,
-           review: bool = False) -> dict[str, Any]:
+def _error(message: str, *, kind: str, outcome: str = "error", tb: str | None = None,
+           details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An item without a verdict on the student's answer; ``kind`` (``ERROR_KINDS``) says
+    why, and whether a TA must review it."""
     return {"score": 0.0, "outcome": outcome, "message": message, "counterexample": None,
-            "details": {}, "figures": [], "traceback": tb, "needs_review": review}
+            "details": details or {}, "figures": [], "traceback": tb,
+            "needs_review": ERROR_KINDS[kind], "error_kind": kind}
 
 
 def run_item(ctx: CheckContext, item: Item) -> dict[str, Any]:
     """Run one check; every way it can go wrong becomes a result, never an exception."""
     torch.manual_seed(ctx.seed)
     try:
-        return _outcome(item, REGISTRY[item.check].fn(ctx, item.params))
+        verdict = REGISTRY[item.check].fn(ctx, item.params)
     except MissingName as exc:
-        return _error(str(exc))
+        return _error(str(exc), kind="missing_name")
     except OracleMiss as exc:
-        return _error(f"skipped: {exc}", outcome="skipped")
+        return _error(f"skipped: {exc}", outcome="skipped", kind="not_recorded")
     except StudentException as exc:
         if exc.ename == "FileNotFoundError" and any(c in exc.evalue for c in (".pt", ".pth")):
             return _error(f"skipped: the checkpoint is missing ({exc.evalue}); submit it beside "
                           "the notebook, or let the notebook's training cell create it",
-                          outcome="skipped")
-        return _error(f"your code raised {exc.ename}: {exc.evalue}", tb=exc.traceback)
-    except (KernelDied, ExecutionTimeout, ProtocolError) as exc:
-        return _error(f"{type(exc).__name__}: {exc}")
+                          outcome="skipped", kind="missing_checkpoint")
+        return _error(f"your code raised {exc.ename}: {exc.evalue}", kind="student_exception",
+                      tb=exc.traceback)
+    except KernelDied as exc:
+        return _error(f"KernelDied: {exc}", kind="kernel_died")
+    except ExecutionTimeout as exc:
+        return _error(f"ExecutionTimeout: {exc}", kind="timeout")
+    except ProtocolError as exc:
+        return _error(f"the grader could not read the kernel's reply (ProtocolError: {exc}); "
+                      "this item needs review by a TA", kind="protocol")
     except Exception as exc:  # noqa: BLE001 - a grader bug must not cost the student
         return _error(f"grader internal error ({type(exc).__name__}: {exc}); this item needs "
-                      "review by a TA", tb=traceback.format_exc()[-6000:], review=True)
+                      "review by a TA", kind="grader", tb=traceback.format_exc()[-6000:])
+    return _outcome(item, verdict)
+
+
+def _entry(item: Item, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One report item, checked against the schema on its own: an item that still cannot be
+    reported becomes an error that needs review, and every other item keeps its verdict."""
+    head = {"id": item.id, "title": item.title, "max_score": item.points,
+            "visibility": item.visibility, "check": item.check, "hint": item.hint}
+    entry = {**head, **result, "duration_s": round(max(0.0, seconds), 3)}
+    try:
+        problems = item_problems(entry)
+    except Exception as exc:  # noqa: BLE001 - a value the validator itself chokes on
+        problems = [f"{type(exc).__name__}: {exc}"]
+    if not problems:
+        return entry
+    said = {k: values.text(result.get(k)) for k in ("outcome", "score", "message")}
+    failure = _error(f"the check's result cannot be reported ({'; '.join(problems[:3])}): a "
+                     "grader bug; this item needs review by a TA", kind="unreportable",
+                     details={"check_said": said})
+    return {**head, **failure, "duration_s": entry["duration_s"]}
+
+
+def _not_started(exc: BaseException, tb: str) -> dict[str, Any]:
+    """The result of each item a kernel that could not start left ungraded (or that a crash
+    of the notebook runner did): an error that needs review, never a zero."""
+    if isinstance(exc, KernelStartError):
+        return _error(f"the grader could not start the kernel ({exc}), so this item was not "
+                      "graded: not a verdict on the submission; it needs review by a TA "
+                      "(the kernel's log is in the traceback field)", kind="kernel_start",
+                      tb=exc.log or None)
+    return _error(f"grader internal error while running the notebook ({type(exc).__name__}: "
+                  f"{exc}), so this item was not graded; it needs review by a TA",
+                  kind="grader", tb=tb[-6000:])
+
+
+def _start_kernel(files: dict[str, Path], limits: Any, *, sandbox: bool,
+                  gpu: bool) -> KernelSession:
+    """A started kernel, or KernelStartError carrying its log (the session is closed)."""
+    try:
+        session = KernelSession(files, limits, sandbox=sandbox, gpu=gpu)
+    except Exception as exc:  # noqa: BLE001 - unreadable files, no temporary folder
+        raise KernelStartError(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        session.start()
+    except Exception as exc:  # noqa: BLE001 - a launch or handshake failure of any kind
+        log = session.log_tail()
+        session.close()
+        raise KernelStartError(f"{type(exc).__name__}: {exc}", log=log) from exc
+    return session
 
 
 def _parameters(rubric: Rubric, sub: Submission, device: str) -> dict[str, Any]:
@@ -227,13 +295,11 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     def start() -> KernelSession:
         if warm is not None and not asked["warm"]:
             asked["warm"] = True
-            ready = warm(sub.files, limits)
+            ready = _warm_kernel(warm, sub.files, limits)
             if ready is not None:
                 asked["got"] = True
                 return ready
-        session = KernelSession(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
-        session.start()
-        return session
+        return _start_kernel(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
 
     def context(session: KernelSession) -> CheckContext:
         return CheckContext(kernel=KernelProxy(session, device), reference=reference,
@@ -242,48 +308,32 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     record = ExecutionRecord(parameters=params)
     note(f"running {sub.notebook.name} in a {'sandboxed ' if sandbox else ''}kernel")
     t_kernel = time.perf_counter()
-    session = run_notebook(nb, start, record)
-    kernel_start_s = session.start_s
-    results: list[dict[str, Any]] = []
-    peak: list[float] = []
+    run = _Run(lambda rec: run_notebook(nb, start, rec), context, params, note)
+    run.notebook(record)
+    kernel_start_s = run.session.start_s if run.session is not None else 0.0
     t_checks = time.perf_counter()
-    revivals = 0
     try:
-        ctx = context(session)
-        for item in items:
-            if not session.is_alive() and revivals < _MAX_REVIVALS:
-                revivals += 1
-                note("the kernel died: restarting it and re-running the notebook")
-                session.close()
-                session = run_notebook(nb, start, ExecutionRecord(parameters=params))
-                ctx = context(session)
-            note(f"checking {item.id}")
-            t0 = time.perf_counter()
-            examples = getattr(reference, "examples", None)
-            if examples is not None:
-                examples.start(item.id)
-            token = EXAMPLES.set(examples)
-            try:
-                result = run_item(ctx, item)
-            finally:
-                EXAMPLES.reset(token)
-            results.append({"id": item.id, "title": item.title, "max_score": item.points,
-                            "visibility": item.visibility, "check": item.check,
-                            "hint": item.hint, "needs_review": False,
-                            **result, "duration_s": round(time.perf_counter() - t0, 3)})
+        results = [run.item(item, reference) for item in items]
     finally:
-        peak.append(session.peak_rss_mb() or 0.0)
-        session.close()
-    record.kernel_died |= revivals > 0
+        peak = run.close()
+    record.kernel_died |= run.revivals > 0
+    if not record.cells:        # the kernel never started: every code cell is unrun
+        record.cells = [CellRecord(index=i) for i, c in enumerate(nb.cells)
+                        if c.cell_type == "code"]
     if recorded:
         warnings.append("checked against the reference answers recorded in this kit: a failing "
                         "input is the first one found, not the smallest")
     if record.timed_out:
         warnings.append(f"the notebook did not finish within {limits.total_timeout_s:g} s")
+    review = [r["id"] for r in results if r["needs_review"]]
+    if review:
+        listed = ", ".join(review[:8]) + (", ..." if len(review) > 8 else "")
+        warnings.append(f"{len(review)} of {len(results)} item(s) need review by a TA (a problem "
+                        f"on the grader's side, not a verdict on this work): {listed}")
     end = time.perf_counter()
     return {
-        "schema_version": "1.0", "assignment": rubric.assignment, "title": rubric.title,
-        "mode": "check" if public_only else "grade",
+        "schema_version": SCHEMA_VERSION, "assignment": rubric.assignment,
+        "title": rubric.title, "mode": "check" if public_only else "grade",
         "score": total([r["score"] for r in results]),
         "max_score": total([i.points for i in items]),
         "submission": {"path": str(sub.path), "notebook": sub.notebook.name,
@@ -291,7 +341,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "items": results,
         "execution": {"sandbox": {"enabled": sandbox, "kind": "bubblewrap" if sandbox else "none",
                                   "detail": sandbox_detail, "limits": _limits_json(limits)},
-                      **_cells_json(record, injected), "peak_rss_mb": max(peak),
+                      **_cells_json(record, injected), "peak_rss_mb": peak,
                       "warm_kernel": asked["got"]},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
@@ -300,6 +350,71 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "warnings": warnings,
     }
+
+
+def _warm_kernel(warm: Callable[[dict[str, Path], Any], KernelSession | None],
+                 files: dict[str, Path], limits: Any) -> KernelSession | None:
+    """The batch worker's warm kernel, or None: a pool that fails only means a cold start."""
+    try:
+        return warm(files, limits)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class _Run:
+    """The notebook's kernel while the items are checked: revived (the notebook run again)
+    when the student's code kills it; a kernel that cannot start, or a crash of the notebook
+    runner, leaves every item still to check an error that needs review."""
+
+    def __init__(self, execute: Callable[[ExecutionRecord], KernelSession],
+                 context: Callable[[KernelSession], CheckContext], params: dict[str, Any],
+                 note: Callable[[str], None]) -> None:
+        self.execute, self.context, self.params, self.note = execute, context, params, note
+        self.session: KernelSession | None = None
+        self.ctx: CheckContext | None = None
+        self.failure: dict[str, Any] | None = None
+        self.revivals = 0
+
+    def notebook(self, record: ExecutionRecord) -> None:
+        """Run the notebook into a fresh kernel (or record why it could not)."""
+        try:
+            self.session = self.execute(record)
+            self.ctx = self.context(self.session)
+        except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
+            self.session, self.failure = None, _not_started(exc, traceback.format_exc())
+
+    def item(self, item: Item, reference: Any) -> dict[str, Any]:
+        """The report item for ``item``; never raises for the kernel's or a check's sake."""
+        if (self.session is not None and not self.session.is_alive()
+                and self.revivals < _MAX_REVIVALS):
+            self.revivals += 1
+            self.note("the kernel died: restarting it and re-running the notebook")
+            self.session.close()
+            self.notebook(ExecutionRecord(parameters=self.params))
+        t0 = time.perf_counter()
+        if self.failure is not None or self.ctx is None:
+            return _entry(item, self.failure or _not_started(RuntimeError("no kernel"), ""),
+                          time.perf_counter() - t0)
+        self.note(f"checking {item.id}")
+        examples = getattr(reference, "examples", None)
+        if examples is not None:
+            examples.start(item.id)
+        token = EXAMPLES.set(examples)
+        try:
+            result = run_item(self.ctx, item)
+        finally:
+            EXAMPLES.reset(token)
+        return _entry(item, result, time.perf_counter() - t0)
+
+    def close(self) -> float:
+        """Stop the kernel; its peak memory in MiB (0 when none ran)."""
+        if self.session is None:
+            return 0.0
+        try:
+            return self.session.peak_rss_mb() or 0.0
+        finally:
+            self.session.close()
+            self.session = None
 
 
 def _cells_json(record: ExecutionRecord, injected: int) -> dict[str, Any]:

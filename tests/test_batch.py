@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -14,10 +16,12 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any, Iterator
 
 import nbformat
 import pytest
 
+from grader import cli
 from grader.batch import run_batch
 from grader.report import validate_report
 
@@ -78,6 +82,84 @@ def graded(course: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     return out, result
 
 
+GRADER_BUG = "TRIGGER_GRADER_BUG = True"          # a cell: one item's check raises
+KERNEL_CANNOT_START = "# KERNEL_CANNOT_START"      # a cell: the kernel fails to start
+GRADER_CRASH = "# GRADER_CRASHES_OUTSIDE_ANY_ITEM"  # a cell: grade() itself raises
+
+
+def raises_on_request(ctx: Any, params: dict[str, Any]) -> Any:
+    """A check with a grader bug that shows only on notebooks defining TRIGGER_GRADER_BUG."""
+    from grader.checks import Verdict
+    from grader.errors import MissingName
+
+    try:
+        ctx.require("TRIGGER_GRADER_BUG")
+    except MissingName:
+        return Verdict.passed("no bug triggered")
+    raise IndexError("list index out of range (a bug in the grader's check)")
+
+
+@pytest.fixture(scope="module")
+def reviewed(course: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """`grader batch` on four students, three of whom the grader fails (in process, without
+    the sandbox, which adds nothing here): bob's kernel cannot start, carol's grading
+    crashes outside any item, one check raises on dave's notebook; alice is graded."""
+    from grader import pipeline
+    from grader.batch import runner
+    from grader.checks import REGISTRY, check
+
+    kind = "test_batch_raises_on_request"
+    check(kind)(raises_on_request)
+    root = tmp_path_factory.mktemp("review-course")
+    (root / "rubrics").mkdir()
+    text = (course / "rubrics" / "backprop.yaml").read_text().replace(
+        "total_points: 20", "total_points: 21")
+    (root / "rubrics" / "backprop.yaml").write_text(
+        text + f"\n  - id: grader_bug_on_request\n    title: a check that may raise\n"
+        f"    points: 1\n    visibility: public\n    check: {kind}\n    params: {{}}\n")
+    (root / "reference").symlink_to(REPO / "reference")
+    subs = tmp_path_factory.mktemp("review-class")
+    student(subs, "alice", "correct")
+    student(subs, "bob", "correct", with_cell("correct", KERNEL_CANNOT_START))
+    student(subs, "carol", "correct", with_cell("correct", GRADER_CRASH))
+    student(subs, "dave", "correct", with_cell("correct", GRADER_BUG))
+    start, inject = pipeline.KernelSession.start, pipeline.inject_parameters
+
+    def failing_start(self: Any) -> None:
+        notebooks = [Path(h.name) for h in self._handles if h.name.endswith(".ipynb")]
+        if any(KERNEL_CANNOT_START in p.read_text() for p in notebooks):
+            (self._root / "kernel.log").write_text("bwrap: Creating new namespace failed\n")
+            raise RuntimeError("the kernel exited while starting")
+        start(self)
+
+    def crashing_inject(nb: Any, params: dict[str, Any]) -> Any:
+        if any(GRADER_CRASH in c.source for c in nb.cells):
+            raise AssertionError("a grader bug outside any item")
+        return inject(nb, params)
+
+    out = tmp_path_factory.mktemp("review-batch")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pipeline.KernelSession, "start", failing_start)
+            mp.setattr(pipeline, "inject_parameters", crashing_inject)
+            mp.setattr(runner, "_run_local", in_process)
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                code = cli.main(["batch", str(subs), "--assignment", "backprop", "--out",
+                                 str(out), "--course", str(root), "--unsafe-no-sandbox"])
+        yield out, code, printed.getvalue(), root, subs
+    finally:
+        REGISTRY.pop(kind, None)
+
+
+def in_process(todo: list, done: Any, *, course: str, lab: str, sandbox: bool, device: str,
+               **_: Any) -> None:
+    """The batch's workers, in this process (where the test's fake check is registered)."""
+    from grader.batch import runner
+
+    for count, job in enumerate(todo, 1):
+        done(job, runner.grade_job(job, course, lab, sandbox, device), count)
+
+
 def rows(out: Path) -> dict[str, tuple]:
     with sqlite3.connect(out / "gradebook.sqlite") as db:
         return {r[0]: r[1:] for r in db.execute(
@@ -93,6 +175,8 @@ def test_a_mixed_class_gets_the_right_verdicts_and_the_batch_goes_on(graded) -> 
                    "eve": ("graded", 20.0),        # 40 GB: MemoryError in its cell
                    "frank": ("graded", 0.0),       # the blank template
                    "ivan": ("graded", 20.0)}
+    assert result.needs_review == [], "no grader-side problem in an ordinary class"
+    assert not any(i["needs_review"] for v in rows(out).values() for i in json.loads(v[3]))
     reasons = "\n".join(f"{s['source']}: {s['reason']}" for s in result.skipped)
     assert "grace: student grace: backprop.ipynb is not a valid notebook" in reasons
     assert "heidi: student heidi: 0 notebooks" in reasons
@@ -146,6 +230,57 @@ def test_a_rerun_grades_nothing_twice_and_regrade_does(graded, course: Path) -> 
     assert rows(out)["zoe"][1] == 16.0 and len(rows(out)) == len(before) + 1
 
 
+def test_a_grade_under_review_is_never_exported_as_a_number(reviewed) -> None:  # noqa: ANN001
+    out, code, printed, _, _ = reviewed
+    assert code == cli.EXIT_REVIEW, printed
+    assert "Traceback" not in printed and "needs review" in printed
+    got = rows(out)
+    items = {k: {i["id"]: i for i in json.loads(v[3])} for k, v in got.items()}
+    assert (got["alice"][:2], got["carol"][0]) == (("graded", 21.0), "error")
+    assert not any(i["needs_review"] for i in items["alice"].values())
+    assert {(i["outcome"], i["error_kind"], i["needs_review"]) for i in items["bob"].values()
+            } == {("error", "kernel_start", True)}
+    dave = {k for k, i in items["dave"].items() if i["needs_review"]}
+    assert dave == {"grader_bug_on_request"} and got["dave"][1] == 20.0
+    assert items["dave"]["grader_bug_on_request"]["error_kind"] == "grader"
+    for name in ("alice", "bob", "dave"):
+        validate_report(json.loads((out / "students" / name / "report.json").read_text()))
+    with open(out / "brightspace.csv", newline="") as f:
+        assert {r[0]: r[1] for r in list(csv.reader(f))[1:]} == {
+            "#alice": "21", "#bob": "", "#carol": "", "#dave": ""}
+    with open(out / "canvas.csv", newline="") as f:
+        assert {r[1]: r[5] for r in list(csv.reader(f))[2:]} == {
+            "alice": "21", "bob": "", "carol": "", "dave": ""}
+    with open(out / "needs-review.csv", newline="") as f:
+        listed = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(listed) == {"bob", "carol", "dave"}
+    assert listed["dave"]["provisional_score"] == "20" and "grader" in listed["dave"]["why"]
+    assert "grader internal error" in listed["carol"]["why"]
+    bob = json.loads((out / "students" / "bob" / "results.json").read_text())
+    assert bob["output"].startswith("NEEDS REVIEW") and all(
+        "score" not in t and t["name"].startswith("[NEEDS REVIEW]") for t in bob["tests"])
+    dave_gs = json.loads((out / "students" / "dave" / "results.json").read_text())
+    assert dave_gs["extra_data"]["needs_review"] == ["grader_bug_on_request"]
+    assert sum("score" not in t for t in dave_gs["tests"]) == 1
+    summary = json.loads((out / "batch.json").read_text())
+    assert [r["student"] for r in summary["needs_review"]] == ["bob", "carol", "dave"]
+
+
+def test_a_rerun_grades_again_exactly_what_needs_review(
+        reviewed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from grader.batch import runner
+
+    out, _, _, course, subs = reviewed
+    shutil.copytree(out, tmp_path / "out")
+    monkeypatch.setattr(runner, "_run_local", in_process)
+    again = run_batch(subs, "backprop", tmp_path / "out", course=course, sandbox=False)
+    assert (again.already, again.graded, again.errors) == (1, 3, 0)
+    assert again.needs_review == ["dave"], "the kernel starts now; dave's check still raises"
+    assert {k: v[:2] for k, v in rows(tmp_path / "out").items()} == {
+        "alice": ("graded", 21.0), "bob": ("graded", 21.0), "carol": ("graded", 21.0),
+        "dave": ("graded", 20.0)}
+
+
 def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -156,7 +291,7 @@ def chromium() -> str | None:
 
 @pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (apt install "
                                                "chromium to run the dashboard test)")
-def test_the_dashboard_renders_in_headless_chromium(graded) -> None:
+def test_the_dashboard_renders_in_headless_chromium(graded, reviewed) -> None:  # noqa: ANN001
     from PIL import Image
 
     out, _ = graded
@@ -172,6 +307,14 @@ def test_the_dashboard_renders_in_headless_chromium(graded) -> None:
                          capture_output=True, text=True, timeout=120)
     assert "Which properties the class gets wrong" in dom.stdout
     assert dom.stdout.count('<img class="plot"') == 2
+    assert "Needs review" not in dom.stdout
+    review_dom = subprocess.run([*base, "--dump-dom", (reviewed[0] / "dashboard.html").as_uri()],
+                                capture_output=True, text=True, timeout=120).stdout
+    listed = review_dom.split('id="needs-review"', 1)[1].split("<h2>", 1)[0]
+    assert "Needs review: grades that are not final" in listed
+    for name in ("bob", "dave"):
+        assert f'href="students/{name}/report.html"' in listed
+    assert "carol" in listed and "alice" not in listed and "20 (provisional)" in listed
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,2200",
                     (out / "dashboard.html").as_uri()], capture_output=True, timeout=120)
     image = Image.open(shot).convert("RGB")

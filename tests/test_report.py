@@ -98,7 +98,9 @@ def test_schema_is_valid_draft_2020_12() -> None:
     schema = load_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    accepted = schema["properties"]["schema_version"]["enum"]
+    assert SCHEMA_VERSION in accepted and "1.0" in accepted, "a minor version reads 1.0"
+    assert {v.split(".")[0] for v in accepted} == {SCHEMA_VERSION.split(".")[0]}
 
 
 def test_validate_report_accepts_example(report: dict[str, Any]) -> None:
@@ -241,3 +243,23 @@ def test_docs_example_is_valid() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "report-schema.md").read_text()
     example = doc.split("## Example", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     validate_report(json.loads(example))
+
+
+def test_validate_report_refuses_a_silent_zero_for_a_grader_side_cause(
+        report: dict[str, Any]) -> None:
+    report["items"][2].update(error_kind="kernel_start", needs_review=False)
+    assert "$.items[2].needs_review: false, but error_kind 'kernel_start' always needs review" \
+        in problems(report)
+    report = make_report()
+    report["items"][1]["error_kind"] = "student_exception"
+    assert "$.items[1].error_kind: 'student_exception' on a failed item" in problems(report)
+    report = make_report()
+    report["items"][2]["error_kind"] = "crashed"
+    assert "$.items[2].error_kind" in problems(report)
+
+
+def test_render_html_shows_the_cause_and_the_review_flag(report: dict[str, Any]) -> None:
+    report["items"][2].update(error_kind="grader", needs_review=True)
+    validate_report(report)
+    page = render_html(report)
+    assert "cause <code>grader</code>" in page and "needs TA review" in page

@@ -1,8 +1,10 @@
 """The class dashboard: one self-contained HTML page (no scripts, no network).
 
 A score histogram and per-item pass rates drawn as SVG images (data URIs), the items the
-class gets wrong most often first, the slowest submissions and the ones that failed to
-grade or scored lowest, each linking to the student's report.
+class gets wrong most often first, the slowest submissions and the lowest final scores,
+each linking to the student's report. Students whose grade is not final (could not be
+graded, or an item needs review) come first, in a list of their own, and are left out of
+the statistics: a grader-side problem never shows as a low score.
 """
 
 from __future__ import annotations
@@ -43,8 +45,20 @@ img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
   <div class="card">median<b>{{ median }}</b></div>
   <div class="card">full marks<b>{{ full }}</b></div>
   <div class="card">could not grade<b class="{{ 'bad' if errors else '' }}">{{ errors }}</b></div>
+  <div class="card">needs review<b class="{{ 'bad' if review else '' }}">{{ review|length }}</b>
+  </div>
   <div class="card">skipped entries<b>{{ summary.skipped|length }}</b></div>
 </div>
+{% if review %}<h2 id="needs-review">Needs review: grades that are not final</h2>
+<p class="muted">A problem on the grader's side (not a verdict on the work): these students'
+grades are blank in brightspace.csv and canvas.csv and listed in needs-review.csv; open each
+report, regrade or grade the items by hand. They are left out of the statistics below.</p>
+<table><tr><th>student</th><th>score so far</th><th>items</th><th>why</th></tr>
+{% for r in review %}<tr class="review"><td>
+{% if r.report %}<a href="{{ r.link }}">{{ r.student }}</a>{% else %}{{ r.student }}{% endif %}
+{{ r.name }}</td>
+<td class="num">{{ r.score_text }}</td><td>{{ r.items }}</td><td>{{ r.why }}</td></tr>
+{% endfor %}</table>{% endif %}
 <h2>Scores</h2>
 <img class="plot" alt="histogram of the class's scores" src="{{ hist }}">
 <h2>Which properties the class gets wrong</h2>
@@ -55,7 +69,7 @@ img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
 <td class="num">{{ it.passed }}/{{ it.total }}</td>
 <td class="num {{ 'bad' if it.rate < 0.5 else '' }}">{{ '%.0f'|format(100 * it.rate) }} %</td></tr>
 {% endfor %}</table>
-<h2>Submissions that failed to grade or scored lowest</h2>
+<h2>Lowest final scores</h2>
 <table><tr><th>student</th><th>score</th><th>what</th></tr>
 {% for r in worst %}<tr><td>{% if r.report %}<a href="{{ r.link }}">{{ r.student }}</a>
 {% else %}{{ r.student }}{% endif %} {{ r.name }}</td>
@@ -125,34 +139,57 @@ def bars_svg(labels: list[str], rates: list[float]) -> str:
     return "".join(parts)
 
 
-def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[str, Any]
-                    ) -> None:
-    graded = [r for r in rows if r.status == "graded"]
-    scores = [r.score for r in graded]
+def _link(row: Row) -> str:
+    return (row.report or "").replace("report.json", "report.html")
+
+
+def _review_view(row: Row) -> dict[str, Any]:
+    """One student whose grade is not final, for the "needs review" table."""
+    graded = row.status == "graded"
+    why = "; ".join(f"{i['id']}: {i.get('error_kind') or 'error'}" for i in row.review)
+    return {"student": row.student, "name": row.name, "report": row.report, "link": _link(row),
+            "score_text": f"{row.score:.4g} (provisional)" if graded else "error",
+            "items": ", ".join(i["id"] for i in row.review) if graded else "all",
+            "why": why if graded else row.message}
+
+
+def _item_rates(rubric: Rubric, final: list[Row]) -> list[dict[str, Any]]:
+    """Each item's pass rate over the students with a verdict on it (review items left out)."""
     items = []
     for item in rubric.items:
-        outcomes = [i for r in graded for i in r.items if i["id"] == item.id]
+        outcomes = [i for r in final for i in r.items
+                    if i["id"] == item.id and not i.get("needs_review")]
         passed = sum(i["outcome"] == "passed" for i in outcomes)
         items.append({"id": item.id, "title": item.title, "visibility": item.visibility,
                       "points": f"{item.points:g}", "passed": passed, "total": len(outcomes),
                       "rate": passed / len(outcomes) if outcomes else 0.0})
     items.sort(key=lambda i: (i["rate"], i["id"]))
-    worst = [{"student": r.student, "name": r.name, "report": r.report,
-              "link": (r.report or "").replace("report.json", "report.html"),
-              "score_text": "error" if r.status == "error" else f"{r.score:.4g}",
-              "what": r.message if r.status == "error" else ", ".join(
-                  i["id"] for i in r.items if i["outcome"] != "passed") or "-"}
-             for r in sorted(rows, key=lambda r: (r.status != "error", r.score))[:15]
-             if r.status == "error" or r.score < rubric.max_score]
+    return items
+
+
+def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[str, Any]
+                    ) -> None:
+    """The page; statistics count final grades only, students under review are listed."""
+    final = [r for r in rows if not r.needs_review]
+    graded = [r for r in rows if r.status == "graded"]
+    scores = [r.score for r in final]
+    items = _item_rates(rubric, graded)
+    worst = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
+              "score_text": f"{r.score:.4g}",
+              "what": ", ".join(i["id"] for i in r.items if i["outcome"] != "passed") or "-"}
+             for r in sorted(final, key=lambda r: r.score)[:15] if r.score < rubric.max_score]
     slowest = sorted((r for r in graded if r.duration_s is not None),
                      key=lambda r: -(r.duration_s or 0))[:10]
+    review = [_review_view(r) for r in sorted(rows, key=lambda r: (r.status != "error",
+                                                                    r.student))
+              if r.needs_review]
     page = _PAGE.render(
         title=rubric.title, assignment=rubric.assignment, summary=summary,
         mean=f"{statistics.mean(scores):.3g}" if scores else "-",
         median=f"{statistics.median(scores):.3g}" if scores else "-",
         max_score=f"{rubric.max_score:g}",
         full=sum(s >= rubric.max_score - 1e-9 for s in scores),
-        errors=sum(r.status == "error" for r in rows),
+        errors=sum(r.status == "error" for r in rows), review=review,
         hist=_data_uri(histogram_svg(scores, rubric.max_score)),
         bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
         items=items, worst=worst, slowest=slowest)

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS results (
     status         TEXT NOT NULL,          -- graded | error
     score          REAL NOT NULL,
     max_score      REAL NOT NULL,
-    items          TEXT NOT NULL,          -- JSON: [{id, outcome, score, max_score}]
+    items          TEXT NOT NULL,          -- JSON: [{id, outcome, score, max_score,
+                                           --   visibility, needs_review, error_kind}]
     message        TEXT NOT NULL DEFAULT '',
     report         TEXT,                   -- report.json, relative to the batch folder
     duration_s     REAL,
@@ -58,6 +59,17 @@ class Row:
     source: str = ""
     graded_at: str = ""
 
+    @property
+    def review(self) -> list[dict[str, Any]]:
+        """The items a TA must look at before this grade is final (a grader-side problem)."""
+        return [i for i in self.items if i.get("needs_review")]
+
+    @property
+    def needs_review(self) -> bool:
+        """Not a final grade: the submission could not be graded at all (``status`` error),
+        or some item of it needs review. Exports leave its grade blank, never a 0."""
+        return self.status == "error" or bool(self.review)
+
 
 class Gradebook:
     """The batch's results; safe to reopen after a crash (WAL journal, synchronous FULL)."""
@@ -69,10 +81,18 @@ class Gradebook:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
 
-    def has(self, student: str, assignment: str, sha: str, rubric_sha: str) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM results WHERE student=? AND assignment=? AND content_sha256=? AND "
-            "rubric_sha256=?", (student, assignment, sha, rubric_sha)).fetchone() is not None
+    def has(self, student: str, assignment: str, sha: str, rubric_sha: str, *,
+            final: bool = False) -> bool:
+        """A row for this submission under this rubric (with ``final``: one whose grade is
+        final, so that a rerun grades again whatever needs review)."""
+        found = self.db.execute(
+            "SELECT status, items FROM results WHERE student=? AND assignment=? AND "
+            "content_sha256=? AND rubric_sha256=?", (student, assignment, sha, rubric_sha)
+        ).fetchone()
+        if found is None or not final:
+            return found is not None
+        status, items = found
+        return status != "error" and not any(i.get("needs_review") for i in json.loads(items))
 
     def record(self, row: Row) -> None:
         stamp = row.graded_at or _dt.datetime.now(_dt.timezone.utc).isoformat(

@@ -54,6 +54,7 @@ class BatchResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     superseded: int = 0
     seconds: float = 0.0
+    needs_review: list[str] = field(default_factory=list)   # students whose grade is not final
 
 
 # ------------------------------------------------------------------------- worker side
@@ -196,21 +197,36 @@ def _write_atomically(report: dict[str, Any], folder: Path) -> Path:
     return folder / json_path.name
 
 
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    """What the gradebook keeps of a report item; why, when a TA must review it."""
+    kept = {"id": item["id"], "outcome": item["outcome"], "score": item["score"],
+            "max_score": item["max_score"], "visibility": item["visibility"],
+            "needs_review": bool(item.get("needs_review")), "error_kind": item.get("error_kind")}
+    if kept["needs_review"]:
+        kept["message"] = str(item.get("message", ""))[:300]
+    return kept
+
+
 def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score: float,
          out: Path) -> Row:
+    """The gradebook row of one result. A submission that could not be graded, or whose
+    report could not be written, is an ``error`` row: never a 0 (the exports leave it blank)."""
     report = result.get("report")
+    error = result.get("error") or ""
+    if report is not None:
+        try:
+            path = _write_atomically(report, out / "students" / slug(job.student))
+        except (ValueError, OSError) as exc:      # a grader bug: this row only, not the batch
+            report, error = None, (f"grader internal error: the report could not be written "
+                                   f"({type(exc).__name__}: {str(exc)[:500]}); needs review")
     if report is None:
         return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "error",
-                   0.0, max_score, [], result.get("error") or "", None,
+                   0.0, max_score, [], error or "could not be graded; needs review", None,
                    result.get("seconds"), None, job.source)
-    path = _write_atomically(report, out / "students" / slug(job.student))
-    items = [{"id": i["id"], "outcome": i["outcome"], "score": i["score"],
-              "max_score": i["max_score"], "visibility": i["visibility"]}
-             for i in report["items"]]
     return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "graded",
-               float(report["score"]), float(report["max_score"]), items, "",
-               str(path.relative_to(out)), report["timings"]["total_s"],
-               report["execution"].get("peak_rss_mb"), job.source)
+               float(report["score"]), float(report["max_score"]),
+               [_item(i) for i in report["items"]], "", str(path.relative_to(out)),
+               report["timings"]["total_s"], report["execution"].get("peak_rss_mb"), job.source)
 
 
 def default_workers() -> int:
@@ -255,7 +271,7 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
                          skipped=[dataclasses.asdict(s) for s in ingested.skipped])
     todo = []
     for job in _jobs(ingested, names):
-        if not regrade and book.has(job.student, lab, job.sha256, rubric.sha256):
+        if not regrade and book.has(job.student, lab, job.sha256, rubric.sha256, final=True):
             result.already += 1
         else:
             todo.append(job)
@@ -268,13 +284,15 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
         book.record(row)
         result.graded += row.status == "graded"
         result.errors += row.status == "error"
-        note(count, len(todo), f"{job.student}: {row.score:.4g}/{row.max_score:g}"
-             if row.status == "graded" else f"{job.student}: error")
+        shown = (f"{row.score:.4g}/{row.max_score:g}" if row.status == "graded" else "error")
+        note(count, len(todo), f"{job.student}: {shown}"
+             + (" (needs review)" if row.needs_review else ""))
 
     runner = _run_dask if scheduler else _run_local
     runner(todo, done, course=str(course_dir), lab=lab, sandbox=sandbox, device=device,
            workers=workers or default_workers(), warm=warm, scheduler=scheduler)
     result.seconds = round(time.perf_counter() - started, 1)
+    result.needs_review = [r.student for r in book.latest(lab, rubric.sha256) if r.needs_review]
     write_exports(book, rubric, out, result, names)
     book.close()
     shutil.rmtree(scratch, ignore_errors=True)

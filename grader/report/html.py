@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from .schema import validate_report
+from .values import jsonable
 
 __all__ = ["render_html", "write_reports"]
 
@@ -88,21 +89,8 @@ def _rows(mapping: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tup
 
 
 def _jsonable(value: Any) -> Any:
-    """Free-form data made strict JSON: non-finite floats become "nan"/"inf"/"-inf"."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _nonfinite_name(value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        try:
-            return _jsonable(value.item())
-        except (TypeError, ValueError):
-            pass
-    return repr(value)
+    """Free-form data made strict JSON (one converter for every report value: values.py)."""
+    return jsonable(value)
 
 
 def _strict(report: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +135,7 @@ def _item_view(item: dict[str, Any], index: int) -> dict[str, Any]:
         "traceback": _maybe(item["traceback"]),
         "details": _rows(item["details"]), "figures": figures, "figures_dropped": dropped,
         "needs_review": item["needs_review"], "duration": _number(float(item["duration_s"])),
+        "error_kind": item.get("error_kind") or "",
     }
 
 

@@ -16,9 +16,24 @@ from typing import Any, Iterator
 
 import jsonschema
 
-__all__ = ["SCHEMA_VERSION", "load_schema", "validate_report"]
+__all__ = ["SCHEMA_VERSION", "ERROR_KINDS", "load_schema", "validate_report", "item_problems"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+
+# Why an item has no verdict on the student's answer (``error_kind``), and whether a TA must
+# look before its 0 stands: True where the cause is on the grader's side, not the student's.
+ERROR_KINDS = {
+    "student_exception": False,    # the student's code raised
+    "missing_name": False,         # the notebook does not define a name the rubric needs
+    "kernel_died": False,          # the student's code killed the kernel during the check
+    "timeout": False,              # a call ran past its limit
+    "missing_checkpoint": False,   # skipped: a checkpoint was neither submitted nor made
+    "not_recorded": False,         # skipped: a kit's recorded reference lacks the input
+    "protocol": True,              # the kernel's reply was malformed or oversized
+    "kernel_start": True,          # the kernel could not start: no student code ran
+    "grader": True,                # the check itself raised: a grader bug
+    "unreportable": True,          # the check's result could not be put in the report
+}
 
 _MAX_LISTED = 10
 _INVALID = "invalid report (schema {version}): {count} problem(s)\n{problems}"
@@ -39,11 +54,15 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-@functools.lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
+@functools.lru_cache(maxsize=2)
+def _validator(part: str = "") -> jsonschema.protocols.Validator:
+    """The whole report's validator, or one of a part (``item``) of it."""
     schema = load_schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
+    if part:
+        schema = {"$schema": schema["$schema"], "$defs": schema["$defs"],
+                  "$ref": f"#/$defs/{part}"}
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
@@ -77,11 +96,22 @@ def _over(where: str, score: float, limit: float, what: str) -> Iterator[str]:
         yield f"{where}: {score!r} is greater than {what} {limit!r}"
 
 
+def _item_rules(item: dict[str, Any], where: str) -> Iterator[str]:
+    """One item's relations: score <= max_score; a cause only without a verdict; a cause on
+    the grader's side always flagged for review (never a silent zero)."""
+    yield from _over(f"{where}.score", item["score"], item["max_score"], "max_score")
+    kind = item.get("error_kind")
+    if kind is not None and item["outcome"] in ("passed", "failed"):
+        yield f"{where}.error_kind: {kind!r} on a {item['outcome']} item (only error or skipped)"
+    if ERROR_KINDS.get(kind) and not item["needs_review"]:
+        yield f"{where}.needs_review: false, but error_kind {kind!r} always needs review"
+
+
 def _consistency(report: dict[str, Any]) -> Iterator[str]:
     """Relations between fields: 0 <= score <= max_score, totals equal the items' sums."""
     items = report["items"]
     for i, item in enumerate(items):
-        yield from _over(f"$.items[{i}].score", item["score"], item["max_score"], "max_score")
+        yield from _item_rules(item, f"$.items[{i}]")
     yield from _over("$.score", report["score"], report["max_score"], "max_score")
     for key in ("score", "max_score"):
         summed = sum(item[key] for item in items)
@@ -91,6 +121,17 @@ def _consistency(report: dict[str, Any]) -> Iterator[str]:
     for i, item_id in enumerate(ids):
         if item_id in ids[:i]:
             yield f"$.items[{i}].id: {item_id!r} appears twice"
+
+
+def item_problems(item: dict[str, Any]) -> list[str]:
+    """What keeps one report item (``$defs/item``) out of a valid report; empty if nothing.
+
+    The pipeline asks this of each item as it is graded, so that one item a check could not
+    report becomes an error that needs review and the rest of the report is still written.
+    """
+    errors = sorted(_validator("item").iter_errors(item), key=lambda e: list(map(str, e.path)))
+    problems = [f"{_path(e.absolute_path)}: {_short(e.message)}" for e in errors]
+    return problems or [*_non_finite(item), *_item_rules(item, "$")]
 
 
 def validate_report(report: dict[str, Any]) -> None:
