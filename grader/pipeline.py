@@ -130,11 +130,22 @@ def _outcome(item: Item, verdict: Verdict) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - what a check returns must not sink the report
         return _error(f"the check's result cannot be reported ({type(exc).__name__}: {exc}): "
                       "a grader bug; this item needs review by a TA", kind="unreportable",
-                      tb=traceback.format_exc()[-6000:])
+                      tb=_grader_traceback())
     score = item_score(item.points, fraction, item.partial)
     outcome = "passed" if fraction >= 1.0 else "failed"
     return {"score": score, "outcome": outcome, **fields, "needs_review": False,
             "error_kind": None}
+
+
+def _grader_traceback() -> str:
+    """The exception being handled, for the TA: its frames and message without their source
+    lines, since a line of ``reference/`` must never reach a student's report."""
+    etype, exc, tb = sys.exc_info()
+    frames = [f'  File "{f.filename}", line {f.lineno}, in {f.name}'
+              for f in traceback.extract_tb(tb)]
+    name = etype.__name__ if etype else "Exception"
+    return ("Traceback (most recent call last):\n" + "\n".join(frames) +
+            f"\n{name}: {exc}")[-6000:]
 
 
 def _error(message: str, *, kind: str, outcome: str = "error", tb: str | None = None,
@@ -171,7 +182,7 @@ def run_item(ctx: CheckContext, item: Item) -> dict[str, Any]:
                       "this item needs review by a TA", kind="protocol")
     except Exception as exc:  # noqa: BLE001 - a grader bug must not cost the student
         return _error(f"grader internal error ({type(exc).__name__}: {exc}); this item needs "
-                      "review by a TA", kind="grader", tb=traceback.format_exc()[-6000:])
+                      "review by a TA", kind="grader", tb=_grader_traceback())
     return _outcome(item, verdict)
 
 
@@ -381,7 +392,7 @@ class _Run:
             self.session = self.execute(record)
             self.ctx = self.context(self.session)
         except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
-            self.session, self.failure = None, _not_started(exc, traceback.format_exc())
+            self.session, self.failure = None, _not_started(exc, _grader_traceback())
 
     def item(self, item: Item, reference: Any) -> dict[str, Any]:
         """The report item for ``item``; never raises for the kernel's or a check's sake."""

@@ -53,7 +53,8 @@ def passes(ctx: Any, params: dict[str, Any]) -> Verdict:
 
 
 def grader_bug(ctx: Any, params: dict[str, Any]) -> Verdict:
-    raise ZeroDivisionError("float division by zero in the grader's own maths")
+    secret = 1.0 / 0.0  # the answer is 42 (a line of reference/ must not reach the report)
+    return secret
 
 
 def nan_fraction(ctx: Any, params: dict[str, Any]) -> Verdict:
@@ -217,7 +218,8 @@ def test_every_kind_of_check_result_gives_a_valid_report(
     ce = items["issue_counterexample"]["counterexample"]
     assert ce["inputs"]["batch"] == "32" and ce["inputs"]["lr_G"] == "0.05"
     assert items["issue_counterexample"]["details"]["max_error"] == "nan"
-    assert "ZeroDivisionError" in items["grader_bug"]["traceback"]
+    tb = items["grader_bug"]["traceback"]
+    assert "ZeroDivisionError" in tb and "in grader_bug" in tb and "42" not in tb
     assert "nan" in items["nan_fraction"]["message"]
     assert report["score"] == 2.0 and report["max_score"] == 2.0 * len(FAKES)
     assert any("need review by a TA" in w for w in report["warnings"])
