@@ -3,7 +3,9 @@
 nbclient executes each cell. A cell that raises does not stop the run (later cells
 may still define what the rubric needs). A cell that times out or kills the kernel
 is recorded, the kernel is restarted, the cells that succeeded are replayed, and
-the run goes on after the offending cell, all within the whole-run deadline.
+the run goes on after the offending cell, all within the whole-run deadline. So does
+a cell during which the kernel sent an oversize message (the grader stopped it: see
+:attr:`grader.sandbox.KernelSession.violation`), recorded as ``OversizeMessage``.
 """
 
 from __future__ import annotations
@@ -103,6 +105,17 @@ def _error_of(cell: nbformat.NotebookNode) -> dict[str, str] | None:
     return None
 
 
+def _failure(exc: Exception, timeout: int, violation: str | None) -> dict[str, str]:
+    """The error recorded for a cell that was stopped, timed out or killed its kernel."""
+    if violation is not None:
+        return {"ename": "OversizeMessage", "evalue": violation, "traceback": ""}
+    if isinstance(exc, CellTimeoutError):
+        return {"ename": "CellTimeout", "evalue": f"the cell ran longer than {timeout} s",
+                "traceback": ""}
+    return {"ename": "KernelDied", "evalue": "the kernel died while running this cell "
+            "(out of memory, os._exit or a crash)", "traceback": ""}
+
+
 def _client(nb: nbformat.NotebookNode, session: KernelSession) -> _CappedClient:
     client = _CappedClient(nb, km=session.km, timeout=int(session.limits.cell_timeout_s),
                            allow_errors=True, record_timing=False, interrupt_on_timeout=False,
@@ -148,6 +161,8 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                         client.execute_cell(nb.cells[index], index)
                     finally:
                         rec.duration_s = round(time.monotonic() - t0, 3)
+                    if session.violation is not None:   # stopped as the cell ended
+                        raise DeadKernelError(session.violation)
                     rec.error = _error_of(nb.cells[index])
                     rec.status = "error" if rec.error else "ok"
                     if rec.status == "ok":
@@ -160,13 +175,9 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                 done.clear()
                 continue
             rec = record.cells[position]
-            timeout = isinstance(exc, CellTimeoutError)
+            rec.error = _failure(exc, client.timeout, session.violation)
+            timeout = rec.error["ename"] == "CellTimeout"
             rec.status = "timeout" if timeout else "error"
-            rec.error = {"ename": "CellTimeout" if timeout else "KernelDied",
-                         "evalue": (f"the cell ran longer than {client.timeout} s"
-                                    if timeout else "the kernel died while running this cell "
-                                    "(out of memory, os._exit or a crash)"),
-                         "traceback": ""}
             record.kernel_died |= not timeout
             position += 1
             session.close()

@@ -267,3 +267,71 @@ def test_a_last_cell_that_hangs_or_crashes_keeps_the_earlier_cells_definitions()
             assert KernelProxy(session).get(Name("b")) == 42      # replayed in the new kernel
         finally:
             session.close()
+
+
+FLOOD = ("from ipykernel.kernelbase import Kernel\n"
+         "def flood(where, mb, frames=1):\n"
+         "    k = Kernel.instance()\n"
+         "    ident = k._parent_ident['shell'] if where == 'shell' else None\n"
+         "    sock = k.shell_stream if where == 'shell' else k.iopub_socket\n"
+         "    k.session.send(sock, 'display_data', {'data': {}, 'metadata': {}},\n"
+         "                   buffers=[bytes(mb << 20)] * frames, ident=ident)\n"
+         "    return 1")
+
+
+def test_an_oversize_message_ends_its_cell_and_the_run_goes_on() -> None:
+    """One 900 MiB frame on iopub, then 64 MiB in 8 MiB frames on shell (each frame under
+    the shell's cap, the message over it): each cell ends at once, the rest runs."""
+    record, _, session = run_cells("a = 41", FLOOD, "flood('iopub', 900)",
+                                   "flood('shell', 8, frames=8)", "b = a + 1")
+    try:
+        for position, channel in ((2, "iopub"), (3, "shell")):
+            cell = record.cells[position]
+            assert cell.status == "error" and cell.error["ename"] == "OversizeMessage", cell
+            assert f"oversize message on its {channel} channel" in cell.error["evalue"]
+            assert cell.duration_s < 20, cell
+        assert "limits.message_mb is 96 MiB" in record.cells[2].error["evalue"]
+        assert record.cells[4].status == "ok" and record.restarts == 2
+        assert KernelProxy(session).get(Name("b")) == 42
+    finally:
+        session.close()
+
+
+def test_an_oversize_message_during_a_call_is_a_protocol_error() -> None:
+    from grader.errors import ProtocolError
+
+    record, _, session = run_cells(FLOOD)
+    try:
+        kernel = KernelProxy(session)
+        assert kernel.call(Name("flood"), "iopub", 1, 4) == 1     # 4 MiB: a message like any
+        started = time.monotonic()
+        with pytest.raises(ProtocolError, match="oversize message on its iopub channel"):
+            kernel.call(Name("flood"), "iopub", 64, 4)
+        assert time.monotonic() - started < 15
+        assert not session.is_alive()
+        with pytest.raises(ProtocolError, match="oversize"):
+            kernel.get(Name("flood"))
+    finally:
+        session.close()
+
+
+def test_a_client_made_elsewhere_is_replaced_by_a_bounded_one() -> None:
+    """A warm pool launches the kernel with a client of its own; confirm swaps it."""
+    from jupyter_client import BlockingKernelClient
+
+    from grader.sandbox.kernel import is_bounded
+
+    session = KernelSession({}, LIMITS)
+    try:
+        session.launch()
+        client = BlockingKernelClient()
+        client.load_connection_info(session.km.get_connection_info())
+        client.start_channels()
+        assert not is_bounded(client)
+        session.confirm(client)
+        assert session.client is not client and is_bounded(session.client)
+        assert not client.channels_running
+        session.client.execute_interactive("x = 7", timeout=60)
+        assert KernelProxy(session).get(Name("x")) == 7
+    finally:
+        session.close()

@@ -57,12 +57,20 @@ class Limits:
     startup_timeout_s: float = 60.0
     output_kb: int = 1024        # captured notebook output kept per run
     reply_mb: int = 64           # largest reply accepted from one protocol call
+    message_mb: int = 96         # largest message the kernel may send (iopub); see message_bytes
     threads: int = 2             # OMP/MKL threads inside the kernel
 
     @property
     def cpu_seconds(self) -> int:
         """RLIMIT_CPU: a backstop for loops that ignore interrupts, above the wall limit."""
         return int(self.total_timeout_s * max(1, self.threads) + 60)
+
+    @property
+    def message_bytes(self) -> int:
+        """The largest message the kernel may send the grader, in bytes: ``message_mb``,
+        and never less than a reply of ``reply_mb`` needs (base64 adds a third, JSON 1 MiB)."""
+        mib = 1 << 20
+        return max(int(self.message_mb * mib), int(self.reply_mb * mib) * 4 // 3 + mib)
 
     def capped(self, threads: int | None) -> Limits:
         """These limits with at most ``threads`` (>= 1) OMP/MKL threads in the kernel."""

@@ -1,9 +1,19 @@
 """Start, interrupt and kill one student kernel, sandboxed or (explicitly) not.
 
-The kernel manager is jupyter_client's own, told three things: talk over ``ipc``
+The kernel manager is jupyter_client's own, told four things: talk over ``ipc``
 (Unix sockets in a private directory, so the sandbox can drop the network, loopback
-included), interrupt by message (a SIGINT would kill bwrap with the kernel), and
-wrap the launch command in :func:`grader.sandbox.bwrap.build_command`.
+included), interrupt by message (a SIGINT would kill bwrap with the kernel), wrap the
+launch command in :func:`grader.sandbox.bwrap.build_command`, and reach the kernel's
+sockets only through a :class:`~grader.sandbox.relay.Relay` that bounds every message
+the kernel sends.
+
+What the kernel sends is bounded twice. Each message: the relay cuts a connection
+before a message outgrows its channel's cap (``Limits.message_bytes`` on iopub, less
+on the others) and the kernel is stopped, with the reason in :attr:`KernelSession.
+violation`. The number of messages waiting: every grader socket on a kernel receives
+with a high-water mark of one message (``bound_context``), so libzmq stops reading, and
+the kernel's side queues or drops, instead of the grader holding a backlog. Together
+the grader holds at most two messages per socket, whatever the kernel does.
 """
 
 from __future__ import annotations
@@ -15,27 +25,113 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_client import AsyncKernelManager, BlockingKernelClient
+import zmq
+import zmq.asyncio
+from jupyter_client import AsyncKernelManager, BlockingKernelClient, KernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import run_sync
 
 from .bwrap import Limits, SandboxSpec, build_command
+from .relay import Relay, Violation, relay_dir
 
-__all__ = ["KernelSession", "SandboxedKernelManager"]
+__all__ = ["KernelSession", "SandboxedKernelManager", "bound_context", "channel_caps",
+           "is_bounded"]
+
+_RECEIVE_HWM = 1                 # complete messages one grader socket may hold unread
+_SMALL_CAPS = {"shell": 16 << 20, "stdin": 1 << 20, "control": 1 << 20, "hb": 4 << 10}
+
+
+def channel_caps(limits: Limits) -> dict[str, int]:
+    """The largest message (bytes) the kernel may send on each channel.
+
+    Only iopub carries big messages in earnest (a protocol reply of up to ``reply_mb``,
+    notebook outputs); replies on shell and control, prompts on stdin and heartbeats are
+    small, so their caps are fixed and low: a socket the grader reads late (a client's
+    shell, whose execute replies the protocol never reads) then costs little.
+    """
+    big = limits.message_bytes
+    return {"iopub": big, **{name: min(big, cap) for name, cap in _SMALL_CAPS.items()}}
+
+
+def bound_context(context: zmq.Context, limits: Limits) -> None:
+    """Bound every socket ``context`` creates from now on: one unread message, frames capped.
+
+    ``MAXMSGSIZE`` caps one frame only (the relay caps whole messages); a frame past it
+    makes libzmq drop the connection, which the relay has already cut in that case.
+    """
+    context.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
+    context.setsockopt(zmq.MAXMSGSIZE, limits.message_bytes)
+
+
+def _amount(size: int) -> str:
+    """``size`` bytes for a sentence: whole MiB, or KiB below one MiB."""
+    return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size / 1024:.0f} KiB"
+
+
+def is_bounded(client: KernelClient) -> bool:
+    """Whether ``client``'s sockets were made bounded (by a context from :func:`bound_context`).
+
+    A socket cannot be bounded once it has carried messages: libzmq 4.3 then stops
+    delivering on a SUB socket whose RCVHWM changes, so a client made otherwise is
+    replaced, never patched.
+    """
+    return client.context.sockopts.get(zmq.RCVHWM) == _RECEIVE_HWM
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """An AsyncKernelManager whose kernel starts inside bubblewrap (or plainly, if unsafe)."""
+    """An AsyncKernelManager whose kernel starts inside bubblewrap (or plainly, if unsafe).
 
-    def __init__(self, *, ipc_dir: Path, spec: SandboxSpec | None, fds: tuple[int, ...] = (),
-                 **kwargs: object) -> None:
-        super().__init__(transport="ipc", ip=str(ipc_dir / "kernel"),
+    The kernel binds its sockets at ``ipc_dir/kernel-N`` (the connection file says so);
+    the manager's own ``ip`` is the relay's prefix in a directory next to ``ipc_dir``
+    that only the grader can enter, so the manager's control socket, the clients it
+    makes (nbclient's) and every client loaded from :meth:`get_connection_info` (the
+    session's, a warm pool's) reach the kernel through the relay.
+    """
+
+    def __init__(self, *, ipc_dir: Path, spec: SandboxSpec | None, limits: Limits,
+                 fds: tuple[int, ...] = (), **kwargs: object) -> None:
+        super().__init__(transport="ipc", ip=str(relay_dir(ipc_dir.parent) / "k"),
                          connection_file=str(ipc_dir / "connection.json"), **kwargs)
+        self._kernel_ip, self._limits = str(ipc_dir / "kernel"), limits
         self._sandbox, self._fds = spec, fds
         self._kernel_spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name="grader sandbox", language="python", interrupt_mode="message",
         )
+        self.relay = Relay(channel_caps(limits), self._stop_for,
+                           connect_timeout_s=limits.startup_timeout_s)
+        bound_context(self.context, limits)
+
+    def _stop_for(self, _channel: str, _violation: Violation) -> None:
+        """The kernel broke the relay's rules: kill it now (from a relay thread)."""
+        process = getattr(self.provisioner, "process", None)
+        if process is None:
+            return
+        try:
+            process.kill()
+            process.wait(10)
+        except Exception:  # noqa: BLE001 - already gone, or reaped by another thread
+            pass
+
+    async def _async_is_alive(self) -> bool:
+        """Dead as soon as the relay has stopped it, even before the process is reaped."""
+        if self.relay.violation is not None:
+            return False
+        return await super()._async_is_alive()
+
+    is_alive = _async_is_alive  # type: ignore[assignment]
+
+    def client(self, **kwargs: object) -> KernelClient:  # type: ignore[override]
+        """A client (nbclient's) whose sockets are bounded from the start.
+
+        It gets a context of its own, as jupyter_client would give it, that it destroys
+        when it goes; only the default socket options differ.
+        """
+        context = zmq.asyncio.Context()
+        bound_context(context, self._limits)
+        client = super().client(context=context, **kwargs)
+        client._created_context = True
+        return client
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         argv = super().format_kernel_cmd(extra_arguments)
@@ -44,9 +140,20 @@ class SandboxedKernelManager(AsyncKernelManager):
         return build_command(argv, self._sandbox, fds=self._fds)
 
     def write_connection_file(self, **kwargs: object) -> None:  # type: ignore[override]
-        super().write_connection_file(**kwargs)
+        """Write the kernel's own addresses, and open the relay's in front of them."""
+        relay_ip, self.ip = self.ip, self._kernel_ip
+        try:
+            super().write_connection_file(**kwargs)
+        finally:
+            self.ip = relay_ip
         # The kernel may run as another uid; the file stays inside a 0700 directory.
         os.chmod(self.connection_file, 0o644)
+        self.relay.listen(relay_ip, self._kernel_ip,
+                          {name: getattr(self, f"{name}_port") for name in self.relay.caps})
+
+    def _reconcile_connection_info(self, info: dict[str, object]) -> None:  # type: ignore[override]
+        """Nothing to reconcile: the file names the kernel's sockets and the manager the
+        relay's, on purpose (jupyter_client would rewrite the file the kernel is reading)."""
 
 
 class KernelSession:
@@ -75,22 +182,35 @@ class KernelSession:
             self.workdir.mkdir()
             for name, path in files.items():
                 shutil.copy2(path, self.workdir / name)
-        self.km = SandboxedKernelManager(ipc_dir=ipc_dir, spec=spec if sandbox else None, fds=fds)
+        self.km = SandboxedKernelManager(ipc_dir=ipc_dir, spec=spec if sandbox else None,
+                                         limits=limits, fds=fds)
         self.client: BlockingKernelClient | None = None
         self.start_s = 0.0
 
     def start(self) -> None:
         """Launch the kernel and wait until it answers (``startup_timeout_s``)."""
         self.launch()
-        client = BlockingKernelClient()
-        client.load_connection_info(self.km.get_connection_info())
-        client.start_channels()
+        client = self.new_client()
         try:
             self.confirm(client)
         except RuntimeError:
             client.stop_channels()
             raise
         self.start_s = time.perf_counter() - self._launched
+
+    def new_client(self) -> BlockingKernelClient:
+        """A blocking client of this kernel, channels started, every socket bounded.
+
+        It reaches the kernel through the relay and owns its context (destroyed when
+        its channels stop), as a default BlockingKernelClient would.
+        """
+        context = zmq.Context()
+        bound_context(context, self.limits)
+        client = BlockingKernelClient(context=context)
+        client._created_context = True
+        client.load_connection_info(self.km.get_connection_info())
+        client.start_channels()
+        return client
 
     def _wait_ready(self, client: BlockingKernelClient) -> None:
         """Until the kernel answers ``kernel_info`` on both channels (``startup_timeout_s``).
@@ -131,10 +251,44 @@ class KernelSession:
 
     def confirm(self, client: BlockingKernelClient) -> None:
         """Make ``client`` this session's, once it has the kernel on both channels (a warm
-        pool's kernel, launched with a client of its own). Raises RuntimeError if not."""
+        pool's kernel, launched with a client of its own). Raises RuntimeError if not.
+
+        A client not made by :meth:`new_client` (unbounded sockets) is then stopped and
+        one made by it takes its place, in the caller's thread.
+        """
         self._wait_ready(client)
+        if not is_bounded(client):
+            client.stop_channels()
+            client = self.new_client()
+            try:
+                self._wait_ready(client)
+            except RuntimeError:
+                client.stop_channels()
+                raise
         client.allow_stdin = False
         self.client = client
+
+    @property
+    def violation(self) -> str | None:
+        """Why the grader stopped this kernel for what it sent (an oversize message), or None.
+
+        The sentence names the channel, the size and the limit, for a cell's or an
+        item's verdict.
+        """
+        found = self.km.relay.violation
+        if found is None:
+            return None
+        channel, exc = found
+        if exc.size:
+            cap = _amount(self.km.relay.caps[channel])
+            said = (f"the kernel sent an oversize message on its {channel} channel "
+                    f"({_amount(exc.size)} and more; ")
+            if channel == "iopub":
+                return (said + f"limits.message_mb is {cap}) and was stopped; hint: a result "
+                        "this large needs a higher limits.message_mb (and reply_mb) in the rubric")
+            return said + f"the {channel} channel's fixed limit is {cap}) and was stopped"
+        return (f"the kernel broke the message framing on its {channel} channel "
+                f"({exc.reason}) and was stopped")
 
     def launch(self) -> None:
         """Start the kernel process without waiting for it (``start`` also waits)."""
@@ -248,6 +402,7 @@ class KernelSession:
         for handle in self._handles:
             handle.close()
         self.kill()
+        self.km.relay.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> KernelSession:
