@@ -48,6 +48,7 @@ class ExecutionRecord:
     kernel_died: bool = False
     output_truncated: bool = False
     restarts: int = 0
+    replay_failed: bool = False        # a restarted kernel lost the good cells' definitions
     parameters: dict[str, Any] = field(default_factory=dict)
     notebook_s: float = 0.0
 
@@ -58,10 +59,21 @@ class ExecutionRecord:
 
 
 class _CappedClient(NotebookClient):
-    """NotebookClient that keeps at most ``output_budget`` bytes of cell output."""
+    """NotebookClient that keeps at most ``output_budget`` bytes of cell output, and notes
+    which cells the kernel began (``execute_input``): a kernel that dies between two cells
+    (a thread of the last one, a kill of its sandbox) has not run the next one."""
 
     output_budget = 1 << 20
     truncated = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.began: set[int] = set()
+
+    def process_message(self, msg, cell, cell_index):  # type: ignore[no-untyped-def]
+        if msg.get("msg_type") == "execute_input":
+            self.began.add(cell_index)
+        return super().process_message(msg, cell, cell_index)
 
     def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
         size = len(str(msg.get("content", "")))
@@ -105,8 +117,14 @@ def _error_of(cell: nbformat.NotebookNode) -> dict[str, str] | None:
     return None
 
 
-def _failure(exc: Exception, timeout: int, violation: str | None) -> dict[str, str]:
-    """The error recorded for a cell that was stopped, timed out or killed its kernel."""
+def _failure(exc: Exception, timeout: int, violation: str | None, after: bool = False
+             ) -> dict[str, str]:
+    """The error recorded for a cell that was stopped, timed out or killed its kernel
+    (``after``: once it had finished, before the next cell began)."""
+    if after:
+        return {"ename": "KernelDied", "evalue": "the kernel died after this cell finished, "
+                "before the next one began (a thread or process it started, or a kill); it "
+                "was not replayed", "traceback": ""}
     if violation is not None:
         return {"ename": "OversizeMessage", "evalue": violation, "traceback": ""}
     if isinstance(exc, CellTimeoutError):
@@ -140,6 +158,7 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
     done: list[int] = []
     position = 0
     fresh = False                  # a restarted kernel that has not replayed the good cells
+    retried: set[int] = set()      # cells re-run because the kernel died before they began
     while position < len(code) or fresh:
         client = _client(nb, session)
         try:
@@ -173,6 +192,21 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                 session.close()
                 session, fresh = start_session(), False
                 done.clear()
+                record.replay_failed = True
+                continue
+            index = code[position]
+            if index not in client.began and index not in retried and session.violation is None:
+                # the kernel died before this cell began: what the last cell left running
+                # (a thread, a kill of its sandbox) killed it. That cell is blamed and not
+                # replayed; this one runs again, once, in a restarted kernel.
+                retried.add(index)
+                if position > 0 and code[position - 1] in done:
+                    done.remove(code[position - 1])
+                    last = record.cells[position - 1]
+                    last.status, last.error = "error", _failure(exc, 0, None, after=True)
+                session.close()
+                record.kernel_died, record.restarts = True, record.restarts + 1
+                session, fresh = start_session(), True
                 continue
             rec = record.cells[position]
             rec.error = _failure(exc, client.timeout, session.violation)

@@ -385,6 +385,7 @@ class _Run:
         self.ctx: CheckContext | None = None
         self.failure: dict[str, Any] | None = None
         self.revivals = 0
+        self.replay_failed = False        # some kernel lost the notebook's definitions
 
     def notebook(self, record: ExecutionRecord) -> None:
         """Run the notebook into a fresh kernel (or record why it could not)."""
@@ -393,6 +394,7 @@ class _Run:
             self.ctx = self.context(self.session)
         except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
             self.session, self.failure = None, _not_started(exc, _grader_traceback())
+        self.replay_failed |= record.replay_failed
 
     def item(self, item: Item, reference: Any) -> dict[str, Any]:
         """The report item for ``item``; never raises for the kernel's or a check's sake."""
@@ -415,6 +417,10 @@ class _Run:
             result = run_item(self.ctx, item)
         finally:
             EXAMPLES.reset(token)
+        if result.get("error_kind") == "missing_name" and self.replay_failed:
+            result = _error(f"{result['message']}; but the kernel was restarted and the cells "
+                            "that had run could not be replayed, so the notebook may define it: "
+                            "this item needs review by a TA", kind="lost_definitions")
         return _entry(item, result, time.perf_counter() - t0)
 
     def close(self) -> float:

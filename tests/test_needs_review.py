@@ -190,7 +190,7 @@ def test_error_kinds_in_code_and_schema_agree() -> None:
     schema_kinds = load_schema()["$defs"]["item"]["properties"]["error_kind"]["enum"]
     assert set(schema_kinds) == {None, *ERROR_KINDS}
     assert {k for k, review in ERROR_KINDS.items() if review} == {
-        "protocol", "kernel_start", "grader", "unreportable"}
+        "protocol", "kernel_start", "grader", "unreportable", "lost_definitions"}
 
 
 def test_an_item_with_a_grader_cause_must_be_flagged() -> None:
@@ -239,6 +239,27 @@ def test_grade_writes_the_issue_report_and_exits_needs_review(
     validate_report(report)
     assert outcomes(report) == EXPECTED
     assert "needs TA review" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_name_lost_when_the_replay_failed_is_not_the_students_loss(
+        fake_course: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted kernel that could not replay the cells that had run lost their names:
+    the student may well define what a check misses, so it is reviewed, not a zero."""
+    course, sub = fake_course
+
+    def replay_failed(nb: Any, start: Any, record: Any) -> NoKernel:
+        kernel = no_kernel(nb, start, record)
+        record.replay_failed = record.kernel_died = True
+        return kernel
+
+    monkeypatch.setattr(pipeline, "run_notebook", replay_failed)
+    report = pipeline.grade(sub, course=course, sandbox=False)
+    validate_report(report)
+    assert outcomes(report)["missing"] == ("error", "lost_definitions", True)
+    assert "could not be replayed" in next(i["message"] for i in report["items"]
+                                           if i["id"] == "missing")
+    assert report["execution"]["replay_failed"] is True
+    assert outcomes(report)["student_raises"] == EXPECTED["student_raises"]
 
 
 # --- a kernel that cannot start ---------------------------------------------------------

@@ -170,6 +170,20 @@ def test_kernel_cannot_kill_the_grader_or_see_its_secrets() -> None:
     assert record.cells[2].status == "ok" and "after" in stdout(nb, 2), record.cells
 
 
+def test_a_kernel_killed_between_two_cells_blames_the_cell_that_did_it() -> None:
+    """The trap set by cell 1 kills the kernel when cell 2 arrives, before it begins: cell 1
+    is blamed and not replayed, cell 2 runs in a restarted kernel with cell 0's names."""
+    trap = ("import os\nfrom ipykernel.kernelbase import Kernel\n"
+            "Kernel.instance()._publish_execute_input = lambda *a, **k: os._exit(1)")
+    record, nb, session = run_cells("x = 41", trap, "print(x + 1)")
+    session.close()
+    assert record.cells[0].status == "ok" and record.kernel_died and record.restarts == 1
+    assert record.cells[1].status == "error"
+    assert "after this cell finished" in record.cells[1].error["evalue"]
+    assert record.cells[2].status == "ok" and "42" in stdout(nb, 2), record.cells
+    assert not record.replay_failed
+
+
 def test_system_is_read_only_and_file_size_is_capped() -> None:
     limits = Limits(file_size_mb=8, cell_timeout_s=20, total_timeout_s=60)
     code = ("import sys\nfor path in [sys.prefix + '/x', '/usr/x', '/etc/x']:\n    try:\n"

@@ -33,6 +33,7 @@ ERROR_KINDS = {
     "kernel_start": True,          # the kernel could not start: no student code ran
     "grader": True,                # the check itself raised: a grader bug
     "unreportable": True,          # the check's result could not be put in the report
+    "lost_definitions": True,      # a restarted kernel could not replay the notebook's cells
 }
 
 _MAX_LISTED = 10
