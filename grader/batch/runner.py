@@ -73,17 +73,13 @@ class WarmPool:
         self._limits: Any = None
 
     def prepare(self, limits: Any) -> None:
-        from jupyter_client import BlockingKernelClient
-
         from ..sandbox import KernelSession
 
         self._limits = limits
         try:
             session = KernelSession({}, limits, sandbox=self.sandbox, gpu=self.gpu)
             session.launch()
-            client = BlockingKernelClient()
-            client.load_connection_info(session.km.get_connection_info())
-            client.start_channels()
+            client = session.new_client()            # every socket bounded (docs/sandbox.md)
             msg_id = client.execute("import torch", silent=True, store_history=False)
             self._ready = (session, client, msg_id)
         except Exception:  # noqa: BLE001 - no warm kernel just means a cold start
