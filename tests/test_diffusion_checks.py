@@ -18,7 +18,10 @@ import torch
 
 from grader.checks.compare import normal_moment_test
 from grader.checks.diffusion import (broadcast_outputs, gaussian_case, gaussian_chain_law,
-                                     point_mass_case, posterior_variance)
+                                     last_step_mean, point_mass_case, posterior_variance)
+from grader.checks.registry import REGISTRY, CheckContext
+from grader.protocol import Name
+from grader.rubric import load_rubric
 from grader.instruments.diffusion import GaussianDenoiser, PointMassDenoiser, recorded_steps
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +109,7 @@ def test_gaussian_chain_law_matches_a_monte_carlo_run_of_the_reference_sampler()
 def test_gaussian_chain_law_rejects_a_wrong_sigma_but_not_noise_at_t0() -> None:
     """sigma_t = beta_t (not sqrt(beta_t)) is caught by the law; the noise of a last step
     (std sqrt(beta_0) = 0.01 on s >= 0.05) is not, at n = 2000: the separate ``t0`` check
-    (two seeds, same output) exists for that."""
+    (the output against the exact mean of the last step) exists for that."""
     case = gaussian_case((1, 8, 8), seed=0)
     ab = torch.cumprod(1 - BETAS.double(), 0)
     model = GaussianDenoiser(case["mu"], case["s"], ab)
@@ -124,6 +127,138 @@ def test_gaussian_chain_law_rejects_a_wrong_sigma_but_not_noise_at_t0() -> None:
                 x = x + sigma[t] * torch.randn_like(x) if t > 0 else x
         res = normal_moment_test(x.double(), mean, std, 1e-6)
         assert (not res["var_ok"]) == caught, (sigma is None, res["worst_z_var"])
+
+
+def test_last_step_mean_is_the_reference_p_sample_at_t0_by_either_route() -> None:
+    """The eps form (the reference) and the x0-hat / posterior-mean form agree with the
+    grader's closed form to float64 rounding, on the t0 item's schedule and the default."""
+    for args in ((), (0.01, 0.02)):
+        betas = R.linear_beta_schedule(50, *args).double()
+        ab = torch.cumprod(1 - betas, 0)
+        for seed in range(20):
+            case = gaussian_case((1, 8, 8), seed)
+            model = GaussianDenoiser(case["mu"], case["s"], ab)
+            x = case["mu"] + case["s"] * torch.randn((8, 1, 8, 8), dtype=torch.float64,
+                                                     generator=torch.Generator().manual_seed(seed))
+            want = last_step_mean(x, case["mu"], case["s"], betas)
+            assert torch.allclose(R.p_sample(model, x, 0, betas), want, rtol=0, atol=1e-12)
+            eps = model(x, torch.zeros(8, dtype=torch.long))
+            x0_hat = (x - (1 - ab[0]).sqrt() * eps) / ab[0].sqrt()
+            mean, _ = R.q_posterior_mean_variance(x0_hat, x, torch.zeros(8, dtype=torch.long),
+                                                  betas)
+            assert torch.allclose(mean, want, rtol=0, atol=1e-12)
+
+
+class _InProcessKernel:
+    """Just enough of KernelProxy to run ``reverse_chain_gaussian`` on plain functions: the
+    grader's seed reaches torch's global generator as in the sandboxed kernel."""
+
+    def __init__(self, functions: dict[str, object]) -> None:
+        self.functions = functions
+
+    def get(self, target: object, keep: bool = False) -> object:
+        return self.functions[target.name] if isinstance(target, Name) else target
+
+    def instrument(self, module: str, name: str, *args: object) -> object:
+        assert (module, name) == ("diffusion", "GaussianDenoiser")
+        return GaussianDenoiser(*args)
+
+    def call(self, target: object, *args: object, seed: int | None = None,
+             keep: bool = False) -> object:
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.no_grad():
+            return self.get(target)(*args)
+
+
+def _t0_verdict_of(p_sample: object):  # type: ignore[no-untyped-def]
+    rubric = load_rubric(REPO / "rubrics" / "diffusion.yaml")
+    item = next(i for i in rubric.items if i.id == "p_sample_no_noise_at_t0")
+    ctx = CheckContext(_InProcessKernel({"p_sample": p_sample}), R, seed=0)  # type: ignore[arg-type]
+    return REGISTRY["reverse_chain_gaussian"].fn(ctx, dict(item.params))
+
+
+def _p_sample_noise_at_t0(draw):  # type: ignore[no-untyped-def]
+    """The reference's p_sample, plus sqrt(beta_0) z at t = 0 with z from ``draw(shape)``."""
+    def p_sample(model, x_t, t, betas):  # type: ignore[no-untyped-def]
+        extra = betas[t].sqrt() * draw(x_t.shape) if t == 0 else 0.0
+        return R.p_sample(model, x_t, t, betas) + extra
+    return p_sample
+
+
+def test_the_t0_item_passes_correct_samplers_whatever_their_generator() -> None:
+    """Generator-free: the reference, and noise drawn from a private generator but multiplied
+    by 0 at t = 0 (torch.where), keep the point."""
+    private = torch.Generator().manual_seed(3)
+
+    def where_zero(model, x_t, t, betas):  # type: ignore[no-untyped-def]
+        z = torch.randn(x_t.shape, generator=private)
+        sigma = torch.where(torch.tensor(t > 0), betas[t].sqrt(), torch.zeros(()))
+        return R.p_sample(model, x_t, 0, betas) + sigma * z
+
+    for fn in (R.p_sample, where_zero):
+        verdict = _t0_verdict_of(fn)
+        assert verdict.fraction == 1.0, verdict.message
+
+
+def test_the_t0_item_catches_noise_at_t0_from_any_generator() -> None:
+    """Noise from the global generator (two seeds differ) and from a generator the sampler
+    reseeds itself at every call (two seeds agree: reseeding torch cannot see it) both fail."""
+    verdict = _t0_verdict_of(_p_sample_noise_at_t0(lambda shape: torch.randn(shape)))
+    assert verdict.fraction == 0.0 and "adds noise at t = 0" in verdict.message, verdict.message
+    reseeded = _p_sample_noise_at_t0(
+        lambda shape: torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    verdict = _t0_verdict_of(reseeded)
+    assert verdict.fraction == 0.0 and "must return the mean" in verdict.message, verdict.message
+
+
+def _posterior_verdict_of(posterior: object):  # type: ignore[no-untyped-def]
+    rubric = load_rubric(REPO / "rubrics" / "diffusion.yaml")
+    item = next(i for i in rubric.items if i.id == "posterior_matches_reference")
+    kernel = _InProcessKernel({"q_posterior_mean_variance": posterior})
+    ctx = CheckContext(kernel, R, seed=0)  # type: ignore[arg-type]
+    return REGISTRY["matches_reference_broadcast"].fn(ctx, dict(item.params))
+
+
+def _posterior_with(coefficients_dtype: torch.dtype, swap: bool = False):  # type: ignore[no-untyped-def]
+    """The reference's posterior with its schedule coefficients computed in
+    ``coefficients_dtype`` and applied to x0, x_t in theirs; ``swap`` puts sqrt(alpha_t) on
+    x0 and sqrt(alpha_bar_{t-1}) on x_t (a bug)."""
+    def posterior(x0, x_t, t, betas):  # type: ignore[no-untyped-def]
+        b = betas.to(coefficients_dtype)
+        ab = torch.cumprod(1 - b, 0)
+        ab_prev = torch.cat([torch.ones(1, dtype=b.dtype), ab[:-1]])
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        bt, at, abar, prev = (v[t].view(shape).to(x0.dtype) for v in (b, 1 - b, ab, ab_prev))
+        c0, ct = (at.sqrt(), prev.sqrt()) if swap else (prev.sqrt(), at.sqrt())
+        mean = c0 * bt / (1 - abar) * x0 + ct * (1 - prev) / (1 - abar) * x_t
+        return mean, bt * (1 - prev) / (1 - abar)
+    return posterior
+
+
+def test_the_posterior_item_judges_float32_coefficients_as_float32_code() -> None:
+    """Coefficients in float32 applied to float64 inputs give float64 outputs with float32
+    rounding (3e-5 at beta = 2^-13): bit-identical to the reference on float32 inputs, so
+    right; a swapped coefficient stays wrong at either precision."""
+    verdict = _posterior_verdict_of(_posterior_with(torch.float32))
+    assert verdict.fraction == 1.0, verdict.message
+    assert verdict.details.get("float32_inside", 0) >= 1, verdict.details
+    assert _posterior_verdict_of(_posterior_with(torch.float64)).fraction == 1.0
+    verdict = _posterior_verdict_of(_posterior_with(torch.float32, swap=True))
+    assert verdict.fraction == 0.0 and "off by" in verdict.message, verdict.message
+
+
+def test_the_rubric_passes_images_as_4d_tensors_only() -> None:
+    """LABS.md: an image is always (B, C, H, W); the grader varies the sizes, never the rank
+    (a q_sample written with view(-1, 1, 1, 1) is right)."""
+    rubric = load_rubric(REPO / "rubrics" / "diffusion.yaml")
+    seen = 0
+    for item in rubric.items:
+        for name, spec in (item.params.get("inputs") or {}).items():
+            if name in ("x0", "x_t", "noise"):
+                seen += 1
+                assert len(spec["shape"]) == 4, (item.id, name, spec["shape"])
+    assert seen >= 5
 
 
 KERNEL_RUBRIC = """assignment: diffusion

@@ -206,7 +206,8 @@ _NAMES = list_of(string())
 _INPUT_SPEC = mapping({
     "kind": choice(*INPUT_KINDS), "shape": list_of(_SIZE), "min": _NUMBER, "max": _NUMBER,
     "dtype": choice("float", "long", "int64", "float32", "float64"),
-    "nonzero": one_of(boolean(), number(above=0)), "extremes": boolean(),
+    "nonzero": one_of(boolean(), number(above=0)),
+    "extremes": one_of(boolean(), list_of(number(), min_len=1)),
     "split": choice("train", "test"), "form": choice("binary", "continuous", "scaled"),
     "dim": string(), "value": anything(), "zeros": boolean(), "actions": _SIZE,
     "length": one_of(interval(integer(min=0)), string()), "count": interval(integer(min=1)),

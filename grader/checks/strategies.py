@@ -4,7 +4,7 @@ A rubric names inputs declaratively::
 
     inputs:
       mu:     {shape: [B, L], min: -5, max: 5}
-      logits: {shape: [B, 1, 8, 8], min: -100, max: 100, extremes: true}
+      logits: {shape: [B, 1, 8, 8], min: -100, max: 100, extremes: true}   # or [-1e4, 1e4]
       x:      {kind: binary, shape: [B, 1, 8, 8]}
       y:      {kind: integers, shape: [B], min: 0, max: 9}      # int64 (class labels)
       g:      {shape: [B], min: -3, max: 3, nonzero: 1.0e-3}     # |value| >= 1e-3
@@ -59,8 +59,10 @@ def _array(spec: dict[str, Any], shape: tuple[int, ...]) -> st.SearchStrategy[np
     if spec.get("nonzero"):
         gap = float(spec.get("nonzero")) if not isinstance(spec["nonzero"], bool) else 1e-3
         elements = elements.filter(lambda v: abs(v) >= gap)
-    if spec.get("extremes"):
-        elements = st.one_of(st.sampled_from([lo, hi, 0.0]), elements)
+    extremes = spec.get("extremes")
+    if extremes:                  # true: the bounds and 0; a list: these values (may lie outside)
+        values = [lo, hi, 0.0] if extremes is True else [float(np.float32(v)) for v in extremes]
+        elements = st.one_of(st.sampled_from(values), elements)
     return hnp.arrays(np.float64, shape, elements=elements)
 
 
