@@ -16,6 +16,7 @@ from ..errors import StudentException
 from ..protocol import Attr
 from .compare import Tolerance, mismatch
 from .functions import _examples, _infer_dims, _short, _verdict_of, target
+from .params import anything, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
@@ -24,6 +25,19 @@ __all__ = ["library_module", "arrange"]
 
 class _NoFloat64(Exception):
     """The student's module does not run in float64 (fall back to float32, no penalty)."""
+
+
+class _Lacking(Exception):
+    """The student's module has no parameter for some of the library module's weights."""
+
+
+def _unexpected_keys(loaded: Any) -> list[str]:
+    """The library's weights ``load_state_dict(strict=False)`` found no place for (its reply,
+    ``(missing_keys, unexpected_keys)``, is untrusted data: anything else means none).
+    Keys the student's module has beyond the library's (a persistent buffer) are its own."""
+    if isinstance(loaded, (tuple, list)) and len(loaded) == 2 and isinstance(loaded[1], list):
+        return [str(k)[:80] for k in loaded[1][:10]]
+    return []
 
 
 def library_module(name: str, args: list[Any], dims: dict[str, int], seed: int,
@@ -62,7 +76,9 @@ def _form_text(form: list[Any]) -> str:
 
 @check("matches_torch_module", required=("module", "torch", "inputs", "calls"),
        optional=("dims", "torch_args", "precision", "atol", "atol32", "rtol", "rtol32",
-                 "max_examples"))
+                 "max_examples"),
+       types={"calls": list_of(list_of(anything()), min_len=1),
+              "torch_args": list_of(anything())})
 def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The student's module, loaded with a seeded ``torch.nn`` module's weights, gives its outputs.
 
@@ -76,7 +92,12 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
 
     def student(dims: dict[str, int], precision: str, weights: dict[str, torch.Tensor]) -> Any:
         handle = target(ctx, params, dims, precision)
-        ctx.kernel.call(Attr(handle, "load_state_dict"), weights, seed=ctx.seed)
+        loaded = ctx.kernel.call(Attr(handle, "load_state_dict"), weights, seed=ctx.seed,
+                                 strict=False)
+        lacking = _unexpected_keys(loaded)
+        if lacking:
+            raise _Lacking(lacking)
+        ctx.kernel.call(Attr(handle, "eval"), seed=ctx.seed)      # as the library module
         return handle
 
     def run(example: dict[str, Any], precision: str) -> None:
@@ -87,6 +108,12 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
         tensors = {k: torch.as_tensor(example[k]).to(dtype) for k in params["inputs"]}
         try:
             handle = student(dims, precision, weights)
+        except _Lacking as exc:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in weights.items())
+            raise PropertyFailure(
+                f"your module has no parameter {', '.join(exc.args[0])} to receive "
+                f"torch.nn.{params['torch']}'s weights ({shapes}): keep the documented "
+                "parameter names", {"inputs": format_inputs(example)}) from None
         except StudentException as exc:
             if precision == "float64":
                 raise _NoFloat64() from None
@@ -126,8 +153,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
         try:
             run(example, state["precision"])
         except _NoFloat64:
-            raise PropertyFailure("your module ran in float64 on the first input but not on "
-                                  "this one", {"inputs": format_inputs(example)}) from None
+            run(example, "float32")       # float64 not on this input (sizes): float32, no penalty
 
     def _probe_precision(example: dict[str, Any]) -> str:
         try:
