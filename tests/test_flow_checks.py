@@ -7,9 +7,11 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
-from grader.checks.flows import flow_nll, grid, logdet_problem, normal_log_prob, slogdet
+from grader.checks.flows import (NOISE_FACTOR, flow_nll, grid, logdet_noise, logdet_problem,
+                                 normal_log_prob, round_trip_error, rounding_floor, slogdet)
 from grader.checks.numeric import central_jacobian
 from grader.instruments.basic import redraw_parameters
 from grader.instruments.flow import Jacobian
@@ -89,3 +91,108 @@ def test_grid_midpoints_integrate_a_gaussian_to_one() -> None:
     assert points.shape == (40000, 2) and math.isclose(cell, (12 / 200) ** 2)
     mass = float(torch.exp(normal_log_prob(points)).sum() * cell)
     assert abs(mass - 1.0) < 1e-6
+
+
+# ---------------------------------------------------------------- issue 11: assume only LABS.md
+
+class _ScaledCoupling(torch.nn.Module):
+    """A coupling whose author keeps the mask as a frozen parameter and an ActNorm-like
+    scale that the log-determinant takes the log of (correct while the scale is positive)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mask = torch.nn.Parameter((torch.arange(dim) % 2).float(), requires_grad=False)
+        self.scale = torch.nn.Parameter(torch.ones(dim))
+        self.net = torch.nn.Linear(dim, 2 * dim)
+        torch.nn.init.zeros_(self.net.weight)
+        torch.nn.init.zeros_(self.net.bias)
+
+
+def test_redraw_keeps_frozen_parameters_and_the_sign_of_signed_ones() -> None:
+    m = redraw_parameters(_ScaledCoupling(6), 0.3, 0).requires_grad_(False)
+    assert torch.equal(m.mask, (torch.arange(6) % 2).float())
+    assert bool((m.scale > 0).all()) and not bool((m.scale == 1).any())
+    assert float(m.scale.log().std()) > 0.05          # moved, not only rescaled as a whole
+    assert bool((m.net.weight != 0).all()) and bool((m.net.bias != 0).all())
+
+
+def test_redraw_caps_a_wide_layer_at_unit_gain() -> None:
+    narrow, wide = torch.nn.Linear(2, 400), torch.nn.Linear(400, 400)
+    redraw_parameters(narrow, 0.3, 0).requires_grad_(False)
+    redraw_parameters(wide, 0.3, 0).requires_grad_(False)
+    assert abs(float(narrow.weight.std()) - 0.3) < 0.03      # std where fan_in <= 11
+    assert abs(float(wide.weight.std()) - 400 ** -0.5) < 0.005
+    assert abs(float(wide.bias.std()) - 0.3) < 0.05
+    x = torch.randn(256, 400)
+    gain = float(wide(x).std() / x.std())
+    assert 0.7 < gain < 1.6                                 # N(0, 0.3^2) would give 6
+
+
+def _steep_reference(dim: int, seed: int):
+    """A correct but steep RealNVP: the reference with every parameter from N(0, 0.5^2)."""
+    flow = R.RealNVP(dim, n_couplings=8, hidden=64)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return flow.eval()
+
+
+def test_round_trip_of_a_steep_float32_flow_within_its_rounding_floor_bugs_not() -> None:
+    x = torch.linspace(-10, 10, 24).reshape(4, 6)
+    lost = 0.0
+    for seed in range(6):
+        flow = _steep_reference(6, seed)
+
+        def forward(rows, flow=flow):
+            return flow(rows)[0]
+
+        def reversed_wrongly(z, couplings=flow.couplings):   # inverses in forward order
+            for c in couplings:
+                z, _ = c.inverse(z)
+            return z
+
+        def scale_sign(z, couplings=flow.couplings):          # exp(s) where exp(-s) belongs
+            for c in reversed(couplings):
+                s, t = c._scale_shift(z * c.mask)
+                z = torch.where(c.mask.bool(), z, (z - t) * torch.exp(s))
+            return z
+
+        with torch.no_grad():
+            y = forward(x)
+            back = flow.inverse(y)
+            err = round_trip_error(back, x)
+            lost = max(lost, float(err.max()))
+            floor = rounding_floor(forward, flow.inverse, x, y, back)
+            assert bool((err <= 1e-4 + NOISE_FACTOR * floor).all())
+            for wrong in (reversed_wrongly, scale_sign):
+                bad = wrong(y)
+                floor = rounding_floor(forward, wrong, x, y, bad)
+                assert bool((round_trip_error(bad, x) > 1e-4 + NOISE_FACTOR * floor).any())
+    assert lost > 1e-4        # a fixed float32 tolerance of 1e-4 would fail this correct flow
+
+
+def test_logdet_noise_bounds_float32_slogdet_of_a_steep_flow_a_bug_not() -> None:
+    x = torch.linspace(-10, 10, 18).reshape(3, 6)
+    worst = 0.0
+    for seed in range(4):
+        flow = _steep_reference(6, seed)
+        jac = Jacobian(flow)(x).double()
+        with torch.no_grad():
+            exact = flow.double()(x.double())[1]
+        _, grader = slogdet(jac)
+        noise = logdet_noise(jac, torch.finfo(torch.float32).eps)
+        worst = max(worst, float((grader - exact).abs().max()))
+        assert logdet_problem(exact, grader, 5e-2, noise=noise) is None
+        s_mean = exact / 3                      # a logdet averaged over the transformed dims
+        assert "off by" in (logdet_problem(s_mean, grader, 5e-2, noise=noise) or "")
+    assert worst > 5e-2       # the grader's own float32 log|det J| is that far off
+
+
+def test_logdet_noise_is_dimension_sized_for_triangular_jacobians_however_scaled() -> None:
+    tri = torch.tril(torch.randn(5, 5, dtype=torch.float64)) + 3 * torch.eye(5)
+    scaled = torch.diag(torch.tensor([1e-8, 1.0, 1e8, 1e3, 1e-3], dtype=torch.float64)) @ tri
+    for jac in (tri, scaled):
+        assert float(logdet_noise(jac[None], 1.0)) == pytest.approx(5.0, rel=1e-6)
+    singular = torch.zeros(1, 3, 3, dtype=torch.float64)
+    assert float(logdet_noise(singular, 1e-16)) == math.inf
