@@ -34,6 +34,7 @@ from ..envs import TMaze
 from ..errors import StudentException
 from ..protocol import Name
 from .compare import Tolerance, mismatch
+from .params import boolean, integer, one_of, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
@@ -179,7 +180,8 @@ def check_discrete_matches_reference(ctx: CheckContext, params: dict[str, Any]) 
 
 
 @check("discrete_distribution", required=("function", "inputs", "length"),
-       optional=("dims", "args", "atol", "max_examples"))
+       optional=("dims", "args", "atol", "max_examples"),
+       types={"length": one_of(integer(min=1), string())})
 def check_discrete_distribution(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The output is a probability vector: shape (``length``,), finite, >= 0, sums to 1.
 
@@ -229,7 +231,9 @@ _BELIEFS = ("positive", "within_support", "outside_support", "posterior")
 
 @check("free_energy_bound", required=("function", "inputs", "likelihood", "prior", "outcome",
                                       "belief"),
-       optional=("dims", "args", "exact", "rtol", "atol", "max_examples"))
+       optional=("dims", "args", "exact", "rtol", "atol", "max_examples"),
+       types={"likelihood": string(), "prior": string(), "outcome": string(),
+              "belief": string(), "exact": boolean()(False)})
 def check_free_energy_bound(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """F(q) >= -ln p(o) for any belief q, with equality at the exact posterior.
 

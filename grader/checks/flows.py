@@ -31,6 +31,7 @@ from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from .functions import _student_error, _verdict_of
 from .numeric import jacobian_mismatch
+from .params import boolean, choice, integer, interval, list_of, number, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, input_sets, run_property
 
@@ -277,7 +278,7 @@ def _fail(example: dict[str, Any], message: str, expected: Any = None,
 # ---------------------------------------------------------------- check kinds
 
 @check("flow_invertibility", required=_FLOW,
-       optional=("redraw", "atol", "atol32", "inverse_logdet", "precision", "max_examples"))
+       optional=("redraw", "atol", "atol32", "precision", "max_examples"))
 def check_flow_invertibility(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """inverse(forward(x)) = x and forward(inverse(x)) = x on hypothesis inputs, within
     ``atol`` (relative to max(|x|, 1)) plus NOISE_FACTOR times the round trip's rounding
@@ -328,7 +329,8 @@ def _round_trip(ctx: CheckContext, x: torch.Tensor, first: Any, second: Any, lab
 
 @check("flow_logdet", required=_FLOW,
        optional=("redraw", "atol", "atol32", "fd_eps", "compare", "precision",
-                 "max_examples"))
+                 "max_examples"),
+       types={"compare": choice("jacobian", "inverse")("jacobian")})
 def check_flow_logdet(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """``compare: jacobian`` (default): forward's logdet = log|det J| of its Jacobian (autograd
     in the kernel, checked by the grader's central differences); ``compare: inverse``:
@@ -417,7 +419,8 @@ def _inverse_logdet(ctx: CheckContext, flow: Handle, example: dict[str, Any], y:
 
 
 @check("flow_structure", required=_FLOW,
-       optional=("redraw", "pass_through", "all_transformed", "precision", "max_examples"))
+       optional=("redraw", "pass_through", "all_transformed", "precision", "max_examples"),
+       types={"pass_through": string(), "all_transformed": boolean()(False)})
 def check_flow_structure(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Dims where input ``pass_through`` is 1 leave forward and inverse bit-identical;
     with ``all_transformed``, every output dimension differs from its input somewhere."""
@@ -500,7 +503,8 @@ def _chunked(ctx: CheckContext, fn: Any, x: torch.Tensor) -> list[Any]:
 
 
 @check("flow_density_integral", required=("model", "box"),
-       optional=("method", "grid", "tol"))
+       optional=("method", "grid", "tol"),
+       types={"box": list_of(interval(number()), min_len=1), "grid": integer(min=2)(300)})
 def check_flow_density_integral(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The grader's midpoint sum of exp(``log_prob``) over an n^D grid on ``box`` is 1 +- tol."""
     model = ctx.model(params["model"])
@@ -529,7 +533,9 @@ def check_flow_density_integral(ctx: CheckContext, params: dict[str, Any]) -> Ve
 
 
 @check("flow_test_nll", required=("model", "zero_at", "full_at"),
-       optional=("data", "unit", "levels", "verify", "atol", "fd_eps"))
+       optional=("data", "unit", "levels", "verify", "atol", "fd_eps"),
+       types={"unit": choice("nats", "bits_per_dim")("nats"), "levels": integer(min=2),
+              "verify": integer(min=0)(8)})
 def check_flow_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL -(log N(z) + logdet) computed by the grader from the model's forward, in
     nats per example or bits/dim; linear credit from ``zero_at`` to ``full_at``. No credit

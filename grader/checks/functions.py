@@ -19,7 +19,7 @@ import torch
 from ..errors import StudentException, SubmissionError
 from ..protocol import Attr, Handle, Name
 from .compare import Tolerance, mismatch, normal_moment_test
-from .params import LITERAL_INPUTS
+from .params import LITERAL_INPUTS, SIZE, anything, list_of, mapping, one_of, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, input_sets, run_property
 
@@ -217,7 +217,8 @@ def _short(value: Any) -> str:
 
 
 @check("output_shapes", required=("inputs", "outputs"),
-       optional=(*_TARGET, "dims", "args", "range", "max_examples"))
+       optional=(*_TARGET, "dims", "args", "range", "max_examples"),
+       types={"outputs": one_of(list_of(SIZE), list_of(list_of(SIZE), min_len=1))})
 def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Outputs have the stated shapes (dims symbols), are floating, finite, in range.
 
@@ -264,7 +265,9 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     return _verdict_of(failure, tried, f"shapes, dtype and values right on {tried} inputs")
 
 
-@check("known_values", required=("cases",), optional=(*_TARGET, "rtol", "atol"))
+@check("known_values", required=("cases",), optional=(*_TARGET, "rtol", "atol"),
+       types={"cases": list_of(mapping({"args": list_of(anything()), "expected": anything(),
+                                        "label": string()}, required=("args", "expected")))})
 def check_known_values(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Hand-picked inputs with known outputs (from the literature); partial credit per case."""
     tol = Tolerance(float(params.get("rtol", 1e-5)), float(params.get("atol", 1e-5)))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
+from .params import integer
 from .registry import CheckContext, PropertyFailure, Verdict, check
 
 _CHUNK = 16384
@@ -129,7 +130,8 @@ def _student_elbos(ctx: CheckContext, fn: str, model: Handle, x: torch.Tensor, r
 
 
 @check("elbo_estimator", required=("function",),
-       optional=("model", "data", "repeats", "grader_samples", "z", "atol"))
+       optional=("model", "data", "repeats", "grader_samples", "z", "atol"),
+       types={"grader_samples": integer(min=2)})
 def check_elbo_estimator(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The student's one-sample ELBO averages to the grader's ELBO of the same networks."""
     ctx.require(params["function"])

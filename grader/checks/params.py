@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 __all__ = ["Param", "VOCABULARY", "number", "integer", "string", "choice", "boolean",
            "list_of", "mapping", "mapping_of", "one_of", "interval", "anything", "problems",
-           "INPUT_KINDS", "GENERATED_INPUTS", "LITERAL_INPUTS", "declarations"]
+           "INPUT_KINDS", "GENERATED_INPUTS", "LITERAL_INPUTS", "SIZE", "declarations"]
 
 Why = Callable[[Any], "str | None"]
 
@@ -200,16 +200,16 @@ def interval(item: Param) -> Param:
 
 INPUT_KINDS = ("floats", "binary", "digits", "integers", "int", "stochastic", "scalar",
                "policy", "policies", "outcome")
-_SIZE = one_of(integer(min=0), string())          # a size or a dims symbol
+SIZE = one_of(integer(min=0), string())           # a size or a dims symbol
 _NUMBER = number()
 _NAMES = list_of(string())
 _INPUT_SPEC = mapping({
-    "kind": choice(*INPUT_KINDS), "shape": list_of(_SIZE), "min": _NUMBER, "max": _NUMBER,
+    "kind": choice(*INPUT_KINDS), "shape": list_of(SIZE), "min": _NUMBER, "max": _NUMBER,
     "dtype": choice("float", "long", "int64", "float32", "float64"),
     "nonzero": one_of(boolean(), number(above=0)),
     "extremes": one_of(boolean(), list_of(number(), min_len=1)),
     "split": choice("train", "test"), "form": choice("binary", "continuous", "scaled"),
-    "dim": string(), "value": anything(), "zeros": boolean(), "actions": _SIZE,
+    "dim": string(), "value": anything(), "zeros": boolean(), "actions": SIZE,
     "length": one_of(interval(integer(min=0)), string()), "count": interval(integer(min=1)),
     "likelihood": string(), "prior": string()},
     name="an input spec ({shape: [...], kind, min, max, ...}: docs/rubrics.md)")
@@ -245,7 +245,7 @@ VOCABULARY: dict[str, Param] = {
     "min_share": number(min=0, max=1), "classes": integer(min=2), "batch": integer(min=1),
     "latent_dim": integer(min=1), "lr": number(min=0), "redraw": number(min=0),
     # shapes, axes, schedules
-    "shape": list_of(_SIZE, min_len=1), "axis": one_of(integer(min=0), choice("flat")),
+    "shape": list_of(SIZE, min_len=1), "axis": one_of(integer(min=0), choice("flat")),
     "min": _NUMBER, "max": _NUMBER, "range": interval(_NUMBER),
     "T": integer(min=1), "schedule": string(), "schedule_args": list_of(anything()),
     "generator_loss": string(), "discriminator_loss": string(),

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data import digits
 from ..metrics import class_coverage, fid, memorisation
 from ..protocol import Attr, Name
+from .params import integer, number
 from .registry import CheckContext, Verdict, check
 
 __all__ = ["sample_grid_png"]
@@ -121,7 +122,8 @@ def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                    figures=[figure])
 
 
-@check("sample_coverage", optional=(*_SAMPLING, "min_classes", "min_share"))
+@check("sample_coverage", optional=(*_SAMPLING, "min_classes", "min_share"),
+       types={"min_classes": integer(min=1, max=10)})
 def check_sample_coverage(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The course classifier finds at least ``min_classes`` digit classes among the samples."""
     x = draw_samples(ctx, params)
@@ -136,7 +138,8 @@ def check_sample_coverage(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     return Verdict(1.0 if cov.covered >= need else 0.0, message, details=details)
 
 
-@check("sample_memorisation", optional=(*_SAMPLING, "data", "max_copied_share", "min_ratio"))
+@check("sample_memorisation", optional=(*_SAMPLING, "data", "max_copied_share", "min_ratio"),
+       types={"max_copied_share": number(min=0, max=1), "min_ratio": number(min=0)})
 def check_sample_memorisation(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Samples are not training images: nearest-neighbour distances vs held-out test data."""
     x = draw_samples(ctx, params)
