@@ -2,9 +2,13 @@
 
 The student's functions are called on trusted instruments (``grader/instruments/gan.py``)
 built in the kernel: a quadratic critic with the non-constant input gradient ``a*x + w``
-that records where it is evaluated, a generator whose output ignores its noise, and
-plain SGD optimisers. What comes back (recorded inputs, the penalty, parameters after a
-step) is compared with what the grader computes itself, in float64, here.
+that records where it is evaluated, a linear critic whose input gradient has norm 1, a
+generator whose output ignores its noise, and plain SGD optimisers. What comes back
+(recorded inputs, the penalty, parameters after a step) is compared with what the grader
+computes itself, in float64, here. Nothing depends on how the student structured the
+computation (LABS.md): the critic may be called once on the batch or once per example,
+in any order; the noise may come from any generator, be drawn again for the G step, or
+come from ``G.sample``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from ..protocol import Attr, Handle, Name
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
-__all__ = ["interpolation_weights", "quadratic_penalty", "expected_train_step", "penalty_case"]
+__all__ = ["interpolation_weights", "points_per_example", "recorded_rows", "quadratic_penalty",
+           "expected_train_step", "penalty_case", "train_step_case", "unit_critic"]
 
 Tensor = torch.Tensor
 
@@ -33,6 +38,37 @@ def interpolation_weights(x_hat: Tensor, real: Tensor, fake: Tensor) -> tuple[Te
     rebuilt = e.view(-1, *[1] * (real.dim() - 1)) * real.double() + (1 - e.view(
         -1, *[1] * (real.dim() - 1))) * fake.double()
     return e, float((rebuilt - x_hat.double()).abs().max())
+
+
+def recorded_rows(seen: Any, shape: tuple[int, ...], limit: int = 4096) -> Tensor | None:
+    """Every image the critic was called on, in call order, as one (N, *shape) float64 batch.
+
+    The critic may be called on the whole batch, once per example or on any grouping of
+    rows; a call on rows of another layout with the same number of values per row (a
+    (B, 64) view of (B, 1, 8, 8) images) counts too. None when there is no such row.
+    """
+    size = int(torch.tensor(shape).prod())
+    calls = [x for x in seen if isinstance(x, Tensor) and x.dim() >= 2 and len(x) > 0
+             and x.is_floating_point() and x[0].numel() == size] if isinstance(seen, list) else []
+    if not calls:
+        return None
+    return torch.cat([x.double().reshape(-1, *shape) for x in calls])[:limit]
+
+
+def points_per_example(rows: Tensor, real: Tensor, fake: Tensor, tol: float = 1e-5) -> Tensor:
+    """For each example i, the row the critic saw on the line through fake_i and real_i.
+
+    Each example takes the last row within ``tol`` of its line (rows may come in any
+    grouping and order); an example no row reaches takes the row closest to its line,
+    so that the interpolation check reports by how much it is off.
+    """
+    r, f = rows.flatten(1).double(), fake.flatten(1).double()
+    d = real.flatten(1).double() - f
+    e = torch.einsum("nbd,bd->nb", r[:, None, :] - f[None], d) / (d * d).sum(1).clamp_min(1e-300)
+    off = (f[None] + e[..., None] * d[None] - r[:, None, :]).abs().amax(-1)   # (rows, examples)
+    order = torch.arange(len(r), dtype=torch.float64)[:, None].expand_as(off)
+    pick = torch.where(off <= tol, order, -off - len(r)).argmax(0)
+    return rows[pick]
 
 
 def quadratic_penalty(x_hat: Tensor, a: Tensor, w: Tensor) -> tuple[float, Tensor, Tensor]:
@@ -56,10 +92,29 @@ def penalty_case(batch: int, shape: tuple[int, ...], seed: int) -> dict[str, Ten
             "w": 0.2 * torch.randn(dim, generator=gen, dtype=torch.float64)}
 
 
+def train_step_case(batch: int, shape: tuple[int, ...], seed: int) -> dict[str, Tensor]:
+    """Real images, the generator's rows theta and a unit critic (w, b) whose logit on the
+    fakes is 0.3 .. 1.3 away from 0, on either side (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.rand((batch, *shape), generator=gen, dtype=torch.float64)
+    theta = 0.1 + 0.8 * torch.rand((1, *shape), generator=gen, dtype=torch.float64)
+    w = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
+    w = w / w.norm()
+    sign = 1.0 if float(torch.rand((), generator=gen)) < 0.5 else -1.0
+    s = sign * (0.3 + float(torch.rand((), generator=gen, dtype=torch.float64)))
+    b = torch.tensor(s - float(theta.flatten() @ w), dtype=torch.float64)
+    return {"real": real, "theta": theta, "w": w, "b": b}
+
+
+def unit_critic(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """The instrument ``gan.UnitCritic``: x.flatten(1) @ (w / ||w||) + b."""
+    return x.flatten(1) @ (w / w.norm()) + b
+
+
 def expected_train_step(real: Tensor, theta: Tensor, w: Tensor, b: Tensor, lr_g: float,
                         lr_d: float, d_loss_fn: Callable[..., Tensor],
                         g_loss_fn: Callable[..., Tensor]) -> dict[str, Any]:
-    """One D then one G SGD step for an affine critic and a generator whose rows are theta.
+    """One D then one G SGD step for the unit critic and a generator whose rows are theta.
 
     Also returns two wrong G updates the check names when it sees them: with the D loss's
     gradient leaking into G (fakes not detached), and with D's parameters from before its step.
@@ -69,10 +124,7 @@ def expected_train_step(real: Tensor, theta: Tensor, w: Tensor, b: Tensor, lr_g:
     w0 = w.double().clone().requires_grad_(True)
     b0 = b.double().clone().requires_grad_(True)
     fake = th.expand(real.shape[0], *th.shape[1:])
-
-    def critic(x: Tensor, wv: Tensor, bv: Tensor) -> Tensor:
-        return x.flatten(1) @ wv + bv
-
+    critic = unit_critic
     d_loss = d_loss_fn(critic(real, w0, b0), critic(fake.detach(), w0, b0))
     gw, gb = torch.autograd.grad(d_loss, [w0, b0])
     w1, b1 = (w0 - lr_d * gw).detach(), (b0 - lr_d * gb).detach()
@@ -114,6 +166,39 @@ def _text(t: Tensor) -> str:
     return format_inputs({"v": t})["v"]
 
 
+class _Float64Refused(Exception):
+    """The student's code raised on the grader's float64 inputs."""
+
+
+def _in_precision(state: dict[str, Any], run: Callable[[torch.dtype], None]) -> None:
+    """``run(float64)``; if the student's code raises there, ``run(float32)`` from then on.
+
+    LABS.md promises float32 inputs only. float64 makes the grader's comparisons sharper
+    where the student's code allows it (CHECKS.md), but code that is right in float32 and
+    builds float32 tensors inside (``torch.lerp`` with a weight from ``torch.rand(B, 1, 1,
+    1)`` raises on float64 images) must not lose points for it.
+    """
+    if state.get("dtype", torch.float64) == torch.float64:
+        try:
+            run(torch.float64)
+            return
+        except _Float64Refused:
+            state["dtype"] = torch.float32
+    run(torch.float32)
+
+
+def _raised(exc: StudentException, dtype: torch.dtype, shown: dict[str, Any]) -> Exception:
+    """The failure to raise for an exception of the student's code (float64: retry first)."""
+    if dtype == torch.float64:
+        return _Float64Refused()
+    return _failure(f"your code raised {exc.ename}: {exc.evalue}", shown)
+
+
+def _precision_note(state: dict[str, Any]) -> str:
+    return "; in float32: your code does not run on float64 inputs" \
+        if state.get("dtype") == torch.float32 else ""
+
+
 # ----------------------------------------------------------------------------- gradient penalty
 @check("interpolation_penalty", optional=("function", "verify", "shape", "dims", "rtol", "atol",
                                           "max_examples"))
@@ -134,22 +219,25 @@ def check_interpolation_penalty(ctx: CheckContext, params: dict[str, Any]) -> Ve
     strategy = st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
                                       "seed": st.integers(0, 2**16)})
 
+    state: dict[str, Any] = {}
+
     def prop(ex: dict[str, int]) -> None:
-        case = penalty_case(ex["batch"], shape, ex["seed"])
+        _in_precision(state, lambda dtype: run(ex, dtype))
+
+    def run(ex: dict[str, int], dtype: torch.dtype) -> None:
+        case = {k: v.to(dtype) for k, v in penalty_case(ex["batch"], shape, ex["seed"]).items()}
         shown = {**ex, "real": case["real"], "fake": case["fake"]}
         critic = ctx.kernel.instrument("gan", "QuadraticCritic", case["a"], case["w"], 0.1)
         try:
             penalty = ctx.kernel.call(Name(fn), critic, case["real"], case["fake"],
                                       seed=ctx.seed, no_grad=False, keep=True)
         except StudentException as exc:
-            raise _failure(f"your code raised {exc.ename}: {exc.evalue}", shown) from None
-        seen = ctx.kernel.get(Attr(critic, "inputs"))
-        want = (ex["batch"], *shape)
-        rows = [x for x in seen if isinstance(x, Tensor) and tuple(x.shape) == want] \
-            if isinstance(seen, list) else []
-        if not rows:
-            raise _failure(f"the critic was never called on a batch of shape {want}", shown)
-        x_hat = rows[-1].double()
+            raise _raised(exc, dtype, shown) from None
+        rows = recorded_rows(ctx.kernel.get(Attr(critic, "inputs")), shape)
+        if rows is None:
+            raise _failure("the critic was never called on images of shape "
+                           f"(n, {', '.join(map(str, shape))})", shown)
+        x_hat = points_per_example(rows, case["real"], case["fake"])
         if "interpolates" in verify:
             _check_interpolates(x_hat, case, shown)
         if "value" in verify:
@@ -158,18 +246,30 @@ def check_interpolation_penalty(ctx: CheckContext, params: dict[str, Any]) -> Ve
             if value is None or not abs(value - expected) <= atol + rtol * abs(expected):
                 raise _failure("the penalty is not mean over examples of (||grad D(x_hat)|| - 1)^2"
                                " for a critic whose gradient the grader knows: one norm per "
-                               "example, then the mean", shown, f"{expected:.8g}", value)
+                               "example, then the mean" + _factor_note(value, expected), shown,
+                               f"{expected:.8g}", value)
         if "graph" in verify:
             _check_graph(ctx, critic, penalty, x_hat, case, shown, rtol, atol)
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 8)))
     return _verdict(failure, tried, f"penalty right on {tried} generated batches ("
-                    f"{', '.join(sorted(verify))})")
+                    f"{', '.join(sorted(verify))}){_precision_note(state)}")
+
+
+def _factor_note(value: float | None, expected: float) -> str:
+    """A hint when the penalty is a whole multiple of the right one (lambda inside)."""
+    if value is None or not expected > 1e-12:
+        return ""
+    ratio = value / expected
+    if round(ratio) >= 2 and abs(ratio - round(ratio)) <= 1e-5 * ratio:
+        return (f" (yours is {round(ratio)} times the right value: leave lambda out, the "
+                "caller multiplies)")
+    return ""
 
 
 def _check_interpolates(x_hat: Tensor, case: dict[str, Tensor], shown: dict[str, Any]) -> None:
     e, residual = interpolation_weights(x_hat, case["real"], case["fake"])
-    if residual > 1e-5:
+    if not residual <= 1e-5:     # also nan
         raise _failure("the critic was not evaluated at interpolates e*real + (1-e)*fake "
                        f"(off by {residual:.3g})", shown)
     if e.min() < -1e-6 or e.max() > 1 + 1e-6:
@@ -222,8 +322,9 @@ _CONFIGS = ((0.0, 1.0), (1.0, 0.0), (1.0, 1.0))   # (lr_G, lr_D) as multiples of
 def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """``train_step(G, D, opt_G, opt_D, real)`` makes exactly one D then one G SGD step.
 
-    G is a generator whose rows all equal its parameter, D an affine critic with a unit
-    weight vector (so a gradient penalty adds nothing), the optimisers plain SGD with the
+    G is a generator whose rows all equal its parameter (``G.sample`` works too), D the
+    linear critic x.w/||w|| + b, whose input gradient has norm 1 for every w (so a gradient
+    penalty added to D's loss adds nothing, at any step), the optimisers plain SGD with the
     learning rates (0, lr), (lr, 0) and (lr, lr); the grader computes the parameters after
     the step with the reference losses and compares, and the returned losses. ``steps``
     (default 2) consecutive calls on the same networks and optimisers: a missing or
@@ -241,22 +342,21 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
     strategy = st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
                                       "seed": st.integers(0, 2**16)})
 
+    state: dict[str, Any] = {}
+
     def prop(ex: dict[str, int]) -> None:
-        gen = torch.Generator().manual_seed(ex["seed"])
-        real = torch.rand((ex["batch"], *shape), generator=gen, dtype=torch.float64)
-        theta = 0.1 + 0.8 * torch.rand((1, *shape), generator=gen, dtype=torch.float64)
-        w = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
-        w = w / w.norm()
-        sign = 1.0 if float(torch.rand((), generator=gen)) < 0.5 else -1.0
-        s = sign * (0.3 + float(torch.rand((), generator=gen, dtype=torch.float64)))
-        b = torch.tensor(s - float(theta.flatten() @ w), dtype=torch.float64)
+        _in_precision(state, lambda dtype: run(ex, dtype))
+
+    def run(ex: dict[str, int], dtype: torch.dtype) -> None:
+        case = {k: v.to(dtype) for k, v in train_step_case(ex["batch"], shape, ex["seed"]).items()}
+        real = case["real"]
         for mult_g, mult_d in _CONFIGS:
             lr_g, lr_d = lr * mult_g, lr * mult_d
-            G = ctx.kernel.instrument("gan", "ConstantGenerator", theta, latent)
-            D = ctx.kernel.instrument("basic", "AffineCritic", w, b)
+            G = ctx.kernel.instrument("gan", "ConstantGenerator", case["theta"], latent)
+            D = ctx.kernel.instrument("gan", "UnitCritic", case["w"], case["b"])
             opt_g = ctx.kernel.instrument("gan", "sgd", G, lr_g)
             opt_d = ctx.kernel.instrument("gan", "sgd", D, lr_d)
-            th, wv, bv = theta, w, b
+            th, wv, bv = case["theta"], case["w"], case["b"]
             for step in range(1, steps + 1):
                 shown = {**ex, "lr_G": lr_g, "lr_D": lr_d, "step": step, "real": real}
                 exp = expected_train_step(real, th, wv, bv, lr_g, lr_d, d_loss_fn, g_loss_fn)
@@ -264,8 +364,7 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
                     out = ctx.kernel.call(Name(fn), G, D, opt_g, opt_d, real, seed=ctx.seed,
                                           no_grad=False)
                 except StudentException as exc:
-                    raise _failure(f"your code raised {exc.ename}: {exc.evalue}",
-                                   shown) from None
+                    raise _raised(exc, dtype, shown) from None
                 p_g = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", G))
                 p_d = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", D))
                 _compare_step(out, p_g, p_d, exp, th, shown, rtol, atol)
@@ -273,7 +372,7 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 4)))
     return _verdict(failure, tried, f"one D then one G SGD step, exact, on {tried} generated "
-                    "batches x 3 learning-rate settings")
+                    f"batches x 3 learning-rate settings{_precision_note(state)}")
 
 
 def _ordinal(n: int) -> str:
