@@ -111,6 +111,16 @@ def test_rubric_parameter_values_are_checked_at_load(tmp_path: Path, edit: tuple
                             if ln.strip().startswith(f"{name}:")), str(err)
 
 
+def test_every_parameter_of_every_check_kind_is_declared() -> None:
+    """A kind cannot take a parameter whose value load_rubric does not check."""
+    from grader.checks import REGISTRY
+
+    undeclared = {kind: spec.undeclared for kind, spec in REGISTRY.items() if spec.undeclared}
+    assert not undeclared, f"declare these (@check(..., types=...)): {undeclared}"
+    for spec in REGISTRY.values():
+        assert set(spec.types) == spec.required | spec.optional, spec.kind
+
+
 def test_rubric_broken_yaml_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("assignment: x\nitems:\n  - id: [unclosed\n")

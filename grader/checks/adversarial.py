@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
+from .params import choice, integer, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
 from .strategies import format_inputs, run_property
 
@@ -201,7 +202,8 @@ def _precision_note(state: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- gradient penalty
 @check("interpolation_penalty", optional=("function", "verify", "shape", "dims", "rtol", "atol",
-                                          "max_examples"))
+                                          "max_examples"),
+       types={"verify": list_of(choice("interpolates", "value", "graph"), min_len=1)})
 def check_interpolation_penalty(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """A gradient penalty evaluated at interpolates, exact for a critic of known gradient.
 
@@ -318,7 +320,8 @@ _CONFIGS = ((0.0, 1.0), (1.0, 0.0), (1.0, 1.0))   # (lr_G, lr_D) as multiples of
 
 @check("adversarial_train_step", optional=("function", "dims", "lr", "shape", "latent_dim",
                                            "discriminator_loss", "generator_loss", "rtol",
-                                           "atol", "max_examples", "steps"))
+                                           "atol", "max_examples", "steps"),
+       types={"steps": integer(min=1, max=10)(2)})
 def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """``train_step(G, D, opt_G, opt_D, real)`` makes exactly one D then one G SGD step.
 
