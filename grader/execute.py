@@ -27,6 +27,7 @@ from .sandbox import KernelSession
 __all__ = ["CellRecord", "ExecutionRecord", "load_notebook", "inject_parameters", "run_notebook"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_SETTLE_S = 0.5     # how long a retried cell's kernel is watched before the cell is sent
 
 
 @dataclass
@@ -60,8 +61,8 @@ class ExecutionRecord:
 
 class _CappedClient(NotebookClient):
     """NotebookClient that keeps at most ``output_budget`` bytes of cell output, and notes
-    which cells the kernel began (``execute_input``): a kernel that dies between two cells
-    (a thread of the last one, a kill of its sandbox) has not run the next one."""
+    which cells the kernel was seen to begin (``execute_input``; a cell that exits at once
+    may die before its kernel publishes that, so not seeing it proves nothing alone)."""
 
     output_budget = 1 << 20
     truncated = False
@@ -82,6 +83,10 @@ class _CappedClient(NotebookClient):
             return None
         self.output_budget -= size
         return super().output(outs, msg, display_id, cell_index)
+
+
+class _DiedBetweenCells(RuntimeError):
+    """The kernel died after the replay's last cell finished, with no cell running."""
 
 
 def load_notebook(path: Path) -> nbformat.NotebookNode:
@@ -159,6 +164,7 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
     position = 0
     fresh = False                  # a restarted kernel that has not replayed the good cells
     retried: set[int] = set()      # cells re-run because the kernel died before they began
+    watch = False                  # after this replay, see whether the kernel dies unprompted
     while position < len(code) or fresh:
         client = _client(nb, session)
         try:
@@ -168,6 +174,11 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                     for index in done:
                         client.execute_cell(nb.cells[index], index)
                     fresh = False
+                    if watch:
+                        watch = False
+                        time.sleep(_SETTLE_S)
+                        if not session.is_alive():
+                            raise _DiedBetweenCells()
                 while position < len(code):
                     index, rec = code[position], record.cells[position]
                     remaining = limits.total_timeout_s - (time.monotonic() - started)
@@ -187,6 +198,14 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                     if rec.status == "ok":
                         done.append(index)
                     position += 1
+        except _DiedBetweenCells as exc:
+            # the last replayed cell left something that kills its kernel once it has
+            # finished (a thread, a kill of its sandbox): it is blamed and not replayed
+            last = record.cells[code.index(done.pop())]
+            last.status, last.error = "error", _failure(exc, 0, None, after=True)
+            session.close()
+            record.kernel_died, record.restarts = True, record.restarts + 1
+            session, fresh = start_session(), True
         except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:
             if fresh:              # the replay itself failed: blame no cell, stop replaying
                 session.close()
@@ -196,17 +215,13 @@ def run_notebook(nb: nbformat.NotebookNode, start_session: Any,
                 continue
             index = code[position]
             if index not in client.began and index not in retried and session.violation is None:
-                # the kernel died before this cell began: what the last cell left running
-                # (a thread, a kill of its sandbox) killed it. That cell is blamed and not
-                # replayed; this one runs again, once, in a restarted kernel.
+                # the kernel died with no sign that this cell began: run it again, once,
+                # after a replay and a pause in which a kernel that dies unprompted shows
+                # that the cell before left something running that kills it
                 retried.add(index)
-                if position > 0 and code[position - 1] in done:
-                    done.remove(code[position - 1])
-                    last = record.cells[position - 1]
-                    last.status, last.error = "error", _failure(exc, 0, None, after=True)
                 session.close()
                 record.kernel_died, record.restarts = True, record.restarts + 1
-                session, fresh = start_session(), True
+                session, fresh, watch = start_session(), True, bool(done)
                 continue
             rec = record.cells[position]
             rec.error = _failure(exc, client.timeout, session.violation)

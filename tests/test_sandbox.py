@@ -171,17 +171,20 @@ def test_kernel_cannot_kill_the_grader_or_see_its_secrets() -> None:
 
 
 def test_a_kernel_killed_between_two_cells_blames_the_cell_that_did_it() -> None:
-    """The trap set by cell 1 kills the kernel when cell 2 arrives, before it begins: cell 1
-    is blamed and not replayed, cell 2 runs in a restarted kernel with cell 0's names."""
-    trap = ("import os\nfrom ipykernel.kernelbase import Kernel\n"
-            "Kernel.instance()._publish_execute_input = lambda *a, **k: os._exit(1)")
-    record, nb, session = run_cells("x = 41", trap, "print(x + 1)")
+    """Cell 1 leaves two killers behind: a trap that kills the kernel when the next request
+    arrives (before cell 2 begins), and a timer. Cell 2 is retried once, after a replay and a
+    pause in which the timer kills the kernel with no cell running: cell 1 is blamed and
+    not replayed, and cell 2 runs in a restarted kernel with cell 0's names."""
+    killers = ("import os, threading\nfrom ipykernel.kernelbase import Kernel\n"
+               "Kernel.instance()._publish_execute_input = lambda *a, **k: os._exit(1)\n"
+               "threading.Timer(0.2, os._exit, (1,)).start()")
+    record, nb, session = run_cells("x = 41", killers, "print(x + 1)")
     session.close()
-    assert record.cells[0].status == "ok" and record.kernel_died and record.restarts == 1
+    assert record.cells[0].status == "ok" and record.kernel_died
     assert record.cells[1].status == "error"
     assert "after this cell finished" in record.cells[1].error["evalue"]
     assert record.cells[2].status == "ok" and "42" in stdout(nb, 2), record.cells
-    assert not record.replay_failed
+    assert not record.replay_failed and record.restarts == 2
 
 
 def test_system_is_read_only_and_file_size_is_capped() -> None:
@@ -277,7 +280,7 @@ def test_a_last_cell_that_hangs_or_crashes_keeps_the_earlier_cells_definitions()
         record, _, session = run_cells("a = 41", "b = a + 1", last, limits=limits)
         try:
             assert record.cells[2].status in ("timeout", "error")
-            assert record.restarts == 1
+            assert record.restarts in (1, 2)      # 2: it died before it was seen to begin
             assert KernelProxy(session).get(Name("b")) == 42      # replayed in the new kernel
         finally:
             session.close()
