@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..batch.runner import threads_per_grading
 from ..calibrate import reference_submission
 from ..errors import CourseError
 from ..rubric import Rubric, load_rubric
@@ -117,12 +118,15 @@ def _judge(row: Row, rubric: Rubric, reviews: dict[str, bool]) -> None:
             row.problems.append(f"{item.id}: expected to pass, {outcome}: {message[:200]}")
 
 
-def _grade(args: tuple[str, str, str, bool]) -> dict[str, Any]:
+def _grade(args: tuple[str, str, str, bool, int]) -> dict[str, Any]:
+    import torch
+
     from ..pipeline import grade
 
-    path, lab, course, sandbox = args
+    path, lab, course, sandbox, threads = args
+    torch.set_num_threads(threads)            # the grader's own checks share the cores too
     try:
-        return grade(path, assignment=lab, course=course, sandbox=sandbox)
+        return grade(path, assignment=lab, course=course, sandbox=sandbox, threads=threads)
     except Exception as exc:  # noqa: BLE001 - one submission that cannot be graded is a row
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -175,7 +179,10 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
     jobs = max(1, jobs or os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix=f"grader-validate-{lab}-") as tmp:
         rows = [r for r in _rows(course, rubric, Path(tmp)) if r[0].kind in kinds]
-        work = [(str(path), lab, str(course), sandbox) for _, path in rows]
+        # the cores shared out, as grader batch does: `jobs` gradings never ask for `jobs`
+        # times the machine (each kernel and each worker's checks get cores/jobs threads)
+        threads = threads_per_grading(min(jobs, len(rows)))
+        work = [(str(path), lab, str(course), sandbox, threads) for _, path in rows]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context) as pool:
             for (row, _), report in zip(rows, pool.map(_grade, work)):
