@@ -289,10 +289,15 @@ def chromium() -> str | None:
     return None
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (apt install "
-                                               "chromium to run the dashboard test)")
 def test_the_dashboard_renders_in_headless_chromium(graded, reviewed) -> None:  # noqa: ANN001
     from PIL import Image
+
+    if chromium() is None:
+        # CI installs Chromium and sets GRADER_REQUIRE_BROWSER: there a missing browser fails.
+        message = "no Chromium on this machine (apt install chromium to run the dashboard test)"
+        if os.environ.get("GRADER_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
 
     out, _ = graded
     page = (out / "dashboard.html").read_text()
