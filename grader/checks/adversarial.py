@@ -22,8 +22,9 @@ from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from .params import choice, integer, list_of
+from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
+from .strategies import run_property
 
 __all__ = ["interpolation_weights", "points_per_example", "recorded_rows", "quadratic_penalty",
            "expected_train_step", "penalty_case", "train_step_case", "unit_critic"]
@@ -150,9 +151,9 @@ def _close(actual: Any, expected: Tensor, rtol: float, atol: float) -> bool:
 
 def _failure(message: str, inputs: dict[str, Any], expected: Any = None,
              actual: Any = None) -> PropertyFailure:
-    return PropertyFailure(message, {"inputs": format_inputs(inputs),
-                                     "expected": None if expected is None else str(expected),
-                                     "actual": None if actual is None else str(actual)})
+    return PropertyFailure(message, {"inputs": inputs,
+                                     "expected": expected,
+                                     "actual": actual})
 
 
 def _number(value: Any) -> float | None:
@@ -161,10 +162,6 @@ def _number(value: Any) -> float | None:
             return float(value.reshape(()))
         return None
     return float(value)
-
-
-def _text(t: Tensor) -> str:
-    return format_inputs({"v": t})["v"]
 
 
 class _Float64Refused(Exception):
@@ -275,14 +272,14 @@ def _check_interpolates(x_hat: Tensor, case: dict[str, Tensor], shown: dict[str,
         raise _failure("the critic was not evaluated at interpolates e*real + (1-e)*fake "
                        f"(off by {residual:.3g})", shown)
     if e.min() < -1e-6 or e.max() > 1 + 1e-6:
-        raise _failure(f"interpolation weights leave [0, 1]: {_text(e)}", shown)
+        raise _failure(f"interpolation weights leave [0, 1]: {show(e)}", shown)
     if (e.min() > 1 - 1e-6) or (e.max() < 1e-6):
         end = "real images (e = 1)" if e.min() > 1 - 1e-6 else "fake images (e = 0)"
         raise _failure(f"the penalty is evaluated at the {end}, not at random interpolates",
-                       shown, "e ~ U[0, 1], one per example", _text(e))
+                       shown, "e ~ U[0, 1], one per example", e)
     if len(e) > 1 and float(e.max() - e.min()) < 1e-9:
         raise _failure("one e is shared by the whole batch; draw one e per example", shown,
-                       "e ~ U[0, 1], one per example", _text(e))
+                       "e ~ U[0, 1], one per example", e)
 
 
 def _check_graph(ctx: CheckContext, critic: Handle, penalty: Any, x_hat: Tensor,
@@ -302,8 +299,7 @@ def _check_graph(ctx: CheckContext, critic: Handle, penalty: Any, x_hat: Tensor,
     if not (_close(got.get("a"), ga, rtol, atol * max(1.0, scale))
             and _close(got.get("w"), gw, rtol, atol * max(1.0, scale))):
         raise _failure("the gradient of the penalty w.r.t. the critic's parameters is wrong",
-                       shown, _text(gw), _text(got.get("w")) if isinstance(got.get("w"), Tensor)
-                       else got.get("w"))
+                       shown, gw, got.get("w"))
 
 
 def _verdict(failure: BaseException | None, tried: int, ok: str) -> Verdict:

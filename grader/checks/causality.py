@@ -39,10 +39,11 @@ import torch
 
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .functions import _examples, _infer_dims, _short, _student_error, _verdict_of, target
+from .functions import _examples, _infer_dims, _student_error, _verdict_of, target
 from .params import VOCABULARY, boolean, choice, integer, list_of
+from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
+from .strategies import run_property
 
 __all__ = ["positions", "unpositions", "dependence", "allowed_mask", "build_module",
            "backprop_dependence", "first_violation", "required", "unseen", "confirm_missing",
@@ -287,7 +288,7 @@ def _check_dependence(ctx: CheckContext, params: dict[str, Any], example: dict[s
     """Gradient structure: no cross-row or forbidden dependence, and (``require``) every
     needed dependence seen on this input, on other inputs or with re-drawn parameters."""
     axis, offset = params.get("axis", 1), int(params.get("offset", 0))
-    ce = {"inputs": format_inputs(example)}
+    ce = {"inputs": example}
     steps = positions(x, axis).shape[1]
     outputs = list(range(steps))
     dep = backprop_dependence(_kernel_probe(ctx, fn), x, y, axis, outputs, gen)
@@ -344,7 +345,7 @@ def _violation(bad: tuple[str, int, int, list[int]], dep: torch.Tensor, outputs:
         return PropertyFailure(f"{where} depends on batch row {where_list[0]}: rows of a batch "
                                "must be independent",
                                {**ce, "expected": "gradient 0 in other rows",
-                                "actual": _short(dep[k, where_list[0]])})
+                                "actual": dep[k, where_list[0]]})
     rule = ("on no input" if t - offset < 0 else
             f"only on positions {'<=' if offset == 0 else '<'} {t}")
     return PropertyFailure(
@@ -361,7 +362,7 @@ def _check_perturbations(ctx: CheckContext, params: dict[str, Any], example: dic
     stay bit-identical. Returns the number of calls made."""
     axis, offset = params.get("axis", 1), int(params.get("offset", 0))
     spec = next(iter(params["inputs"].values()))
-    ce = {"inputs": format_inputs(example)}
+    ce = {"inputs": example}
     xp = positions(x, axis)
     steps = xp.shape[1]
     for s in range(1, steps):
@@ -413,7 +414,7 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     def prop(example: dict[str, Any]) -> None:
         dims = _infer_dims(example, params)
         x = torch.as_tensor(example[name]).float()
-        ce = {"inputs": format_inputs(example)}
+        ce = {"inputs": example}
         try:
             fn = _callable(ctx, params, dims)
             y = ctx.kernel.call(fn, x, seed=ctx.seed)
@@ -421,7 +422,7 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
             raise _student_error(exc, example) from None
         if not torch.is_tensor(y) or y.dim() < 2 or y.shape[0] != x.shape[0]:
             raise PropertyFailure(f"expected a tensor with the batch size {x.shape[0]} first, got "
-                                  f"{_short(y)[:120]}", ce)
+                                  f"{show(y)[:120]}", ce)
         steps = positions(x, axis).shape[1]
         if positions(y, axis).shape[1] != steps:
             raise PropertyFailure(f"the output has {positions(y, axis).shape[1]} positions, the "
@@ -485,7 +486,7 @@ def check_receptive_field(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         seq = _stack(ctx, params)
         y = ctx.kernel.call(seq, x, seed=ctx.seed)
         if not torch.is_tensor(y) or positions(y, axis).shape[:2] != positions(x, axis).shape[:2]:
-            return Verdict.failed(f"the stack maps {tuple(x.shape)} to {_short(y)[:100]}, "
+            return Verdict.failed(f"the stack maps {tuple(x.shape)} to {show(y)[:100]}, "
                                   "expected the same batch and number of positions")
         seen, independent = _seen(_kernel_probe(ctx, seq), x, y, axis, t, gen)
         if independent and set(seen) <= set(expected) and seen != expected:

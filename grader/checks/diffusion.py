@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from ..errors import StudentException
 from ..protocol import Name
 from .compare import Tolerance, mismatch, normal_moment_test
-from .functions import (_examples, _infer_dims, _precision, _short, _student_error, _tensors,
+from .functions import (_examples, _infer_dims, _precision, _student_error, _tensors,
                         _verdict_of, judge_with_float32_retry, preflight, target)
 from .params import choice, integer, interval, list_of, mapping, number, string
+from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
+from .strategies import run_property
 
 __all__ = ["gaussian_chain_law", "point_mass_case", "gaussian_case", "posterior_variance",
            "broadcast_outputs", "last_step_mean"]
@@ -118,9 +119,9 @@ def broadcast_outputs(actual: Any, expected: Any, shape: tuple[int, ...]) -> tup
 
 def _failure(message: str, inputs: dict[str, Any], expected: Any = None,
              actual: Any = None) -> PropertyFailure:
-    return PropertyFailure(message, {"inputs": format_inputs(inputs),
-                                     "expected": None if expected is None else str(expected),
-                                     "actual": None if actual is None else str(actual)})
+    return PropertyFailure(message, {"inputs": inputs,
+                                     "expected": expected,
+                                     "actual": actual})
 
 
 def _schedule(ctx: CheckContext, params: dict[str, Any]) -> Tensor:
@@ -178,8 +179,8 @@ def check_matches_reference_broadcast(ctx: CheckContext, params: dict[str, Any])
                 lambda: broadcast_outputs(run(example, "float32"), expected, shape)[0])
             state["float32_inside"] = state.get("float32_inside", 0) + inside
         if why:
-            raise PropertyFailure(why, {"inputs": format_inputs(example),
-                                        "expected": _short(expected), "actual": _short(actual)})
+            raise PropertyFailure(why, {"inputs": example,
+                                        "expected": expected, "actual": actual})
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples",
                                                                    ctx.max_examples)))
@@ -212,7 +213,7 @@ def check_diffusion_known_values(ctx: CheckContext, params: dict[str, Any]) -> V
                 got = ctx.kernel.call(Name(fn), T, seed=ctx.seed)
                 if not isinstance(got, Tensor) or tuple(got.shape) != (T,):
                     notes.append(f"{label}: {fn}({T}) must return a tensor of shape ({T},), "
-                                 f"got {_short(got)[:80]}")
+                                 f"got {show(got)[:80]}")
                     continue
                 actual: Any = torch.cumprod(1 - got.double(), 0)[t]
             elif case["quantity"] == "posterior_variance":
@@ -222,7 +223,7 @@ def check_diffusion_known_values(ctx: CheckContext, params: dict[str, Any]) -> V
                 out = ctx.kernel.call(Name(fn), x, x, torch.tensor([t]), betas, seed=ctx.seed)
                 if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(
                         out[1], Tensor):
-                    notes.append(f"{label}: expected (mean, variance), got {_short(out)[:80]}")
+                    notes.append(f"{label}: expected (mean, variance), got {show(out)[:80]}")
                     continue
                 try:
                     actual = torch.broadcast_to(out[1], x.shape)[0, 0, 0, 0]
@@ -277,21 +278,21 @@ def check_q_sample_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict
                                   ab.float(), seed=ctx.seed)
         except StudentException as exc:
             return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
-                                  {"inputs": format_inputs(shown)}, traceback=exc.traceback)
+                                  {"inputs": shown}, traceback=exc.traceback)
         if not isinstance(out, Tensor) or tuple(out.shape) != (n, 1, 8, 8):
             return Verdict.failed(f"expected a tensor of shape ({n}, 1, 8, 8), got "
-                                  f"{_short(out)[:100]}", {"inputs": format_inputs(shown)})
+                                  f"{show(out)[:100]}", {"inputs": shown})
         mean = ab[t].sqrt() * x0[0].double()
         std = (1 - ab[t]).sqrt().expand_as(mean)
         res = normal_moment_test(out.double(), mean, std, alpha / len(steps))
         worst[str(t)] = round(max(res["worst_z_mean"], res["worst_z_var"]), 2)
         if not (res["mean_ok"] and res["var_ok"]):
             what = "mean" if not res["mean_ok"] else "standard deviation"
-            ce = {"inputs": format_inputs(shown),
+            ce = {"inputs": shown,
                   "expected": f"mean sqrt(alpha_bar_t) x0, std sqrt(1 - alpha_bar_t) = "
                               f"{float(std.flatten()[0]):.6g}",
-                  "actual": f"mean {_short(res['sample_mean'])}, std "
-                            f"{_short(res['sample_std'])}"}
+                  "actual": f"mean {show(res['sample_mean'])}, std "
+                            f"{show(res['sample_std'])}"}
             return Verdict.failed(f"at t = {t} the {what} of x_t is wrong (z = "
                                   f"{max(res['worst_z_mean'], res['worst_z_var']):.1f}, limit "
                                   f"{res['z_critical']:.1f} at false-alarm rate {alpha:g}): "
@@ -334,7 +335,7 @@ def check_exact_denoiser_loss(ctx: CheckContext, params: dict[str, Any]) -> Verd
         got = _number(value)
         if got is None:
             raise _failure("diffusion_loss must return a one-element floating tensor", shown,
-                           None, _short(value)[:100])
+                           None, show(value)[:100])
         record = ctx.kernel.get(ctx.kernel.instrument("diffusion", "recorded_steps", model))
         steps = record.get("steps") if isinstance(record, dict) else None
         if not isinstance(steps, Tensor) or steps.numel() == 0:
@@ -391,14 +392,14 @@ def _t0_verdict(ctx: CheckContext, fn: str, model: Any, case: dict[str, Tensor],
     a = ctx.kernel.call(Name(fn), model, x1, 0, betas, seed=ctx.seed)
     if not isinstance(a, Tensor) or tuple(a.shape) != tuple(x1.shape):
         return Verdict.failed(f"p_sample must return a tensor of x_t's shape {tuple(x1.shape)}, "
-                              f"got {_short(a)[:100]}", {"inputs": format_inputs(shown)})
+                              f"got {show(a)[:100]}", {"inputs": shown})
     want = last_step_mean(x1, case["mu"], case["s"], betas)
     why = mismatch(a, want, Tolerance(float(params.get("rtol", 1e-3)),
                                       float(params.get("atol", 1e-4))), "x_{t-1}")
     if why is None:
         return None
     b = ctx.kernel.call(Name(fn), model, x1, 0, betas, seed=ctx.seed + 7919)
-    ce = {"inputs": format_inputs(shown), "expected": _short(want.float()), "actual": _short(a)}
+    ce = {"inputs": shown, "expected": want.float(), "actual": a}
     if isinstance(b, Tensor) and b.shape == a.shape and not torch.equal(a, b):
         diff = float((a.double() - b.double()).abs().max())
         return Verdict.failed(f"p_sample adds noise at t = 0: two calls on the same x_t differ "
@@ -428,10 +429,10 @@ def _law_verdict(ctx: CheckContext, fn: str, via: str, model: Any, case: dict[st
         out = ctx.kernel.call(Name(fn), model, n, betas, seed=ctx.seed)
     if not isinstance(out, Tensor) or tuple(out.shape) != (n, *shape):
         return Verdict.failed(f"the chain must give a tensor of shape {(n, *shape)}, got "
-                              f"{_short(out)[:100]}", {"inputs": format_inputs(shown)})
+                              f"{show(out)[:100]}", {"inputs": shown})
     if not torch.isfinite(out).all():
         return Verdict.failed("the chain's output holds nan or inf",
-                              {"inputs": format_inputs(shown)})
+                              {"inputs": shown})
     mean, std = gaussian_chain_law(case["mu"][0], case["s"][0], betas)
     res = normal_moment_test(out.double(), mean, std, alpha)
     details.update(z_critical=round(res["z_critical"], 3),
@@ -442,7 +443,7 @@ def _law_verdict(ctx: CheckContext, fn: str, via: str, model: Any, case: dict[st
     what = "mean" if not res["mean_ok"] else "standard deviation"
     idx = int(((res["sample_mean"] - mean).abs() / std).flatten().argmax()) \
         if what == "mean" else int((res["sample_std"] / std - 1).abs().flatten().argmax())
-    ce = {"inputs": format_inputs(shown),
+    ce = {"inputs": shown,
           "expected": f"pixel {idx}: mean {float(mean.flatten()[idx]):.5f}, std "
                       f"{float(std.flatten()[idx]):.5f}",
           "actual": f"pixel {idx}: mean {float(res['sample_mean'].flatten()[idx]):.5f}, std "
@@ -488,7 +489,7 @@ def check_reverse_chain_gaussian(ctx: CheckContext, params: dict[str, Any]) -> V
     except StudentException as exc:
         shown = {"T": len(betas), "mu": case["mu"], "s": case["s"]}
         return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
-                              {"inputs": format_inputs(shown)}, traceback=exc.traceback)
+                              {"inputs": shown}, traceback=exc.traceback)
     if failure is not None:
         return failure
     return Verdict.passed(f"{via} with the exact denoiser of a Gaussian reproduces its law "

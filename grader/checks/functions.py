@@ -20,8 +20,9 @@ from ..errors import StudentException, SubmissionError
 from ..protocol import Attr, Handle, Name
 from .compare import Tolerance, mismatch, normal_moment_test
 from .params import LITERAL_INPUTS, SIZE, anything, list_of, mapping, one_of, string
+from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, input_sets, run_property
+from .strategies import input_sets, run_property
 
 _TARGET = ("function", "module", "model", "method")
 _INPUTS = ("inputs", "dims", "args")
@@ -113,7 +114,7 @@ def _infer_dims(arrays: dict[str, Any], params: dict[str, Any]) -> dict[str, int
 
 def _student_error(exc: StudentException, example: dict[str, Any]) -> PropertyFailure:
     failure = PropertyFailure(f"your code raised {exc.ename}: {exc.evalue}",
-                              {"inputs": format_inputs(example), "expected": None, "actual": None})
+                              {"inputs": example, "expected": None, "actual": None})
     failure.traceback = exc.traceback  # type: ignore[attr-defined]
     return failure
 
@@ -176,8 +177,8 @@ def check_matches_reference(ctx: CheckContext, params: dict[str, Any]) -> Verdic
                                                lambda: run(example, "float32"))
         state["float32_inside"] = state.get("float32_inside", 0) + inside
         if why:
-            raise PropertyFailure(why, {"inputs": format_inputs(example),
-                                        "expected": _short(expected), "actual": _short(actual)})
+            raise PropertyFailure(why, {"inputs": example,
+                                        "expected": expected, "actual": actual})
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples",
                                                                    ctx.max_examples)))
@@ -208,14 +209,6 @@ def judge_with_float32_retry(actual: Any, expected: Any, params: dict[str, Any],
     return why, False
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_short(v) for v in value) + ")"
-    if isinstance(value, torch.Tensor):
-        return format_inputs({"v": value})["v"]
-    return repr(value)[:300]
-
-
 @check("output_shapes", required=("inputs", "outputs"),
        optional=(*_TARGET, "dims", "args", "range", "max_examples"),
        types={"outputs": one_of(list_of(SIZE), list_of(list_of(SIZE), min_len=1))})
@@ -244,10 +237,10 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         outs = [out] if single else out
         if not isinstance(outs, (tuple, list)) or len(outs) != len(expected_shapes):
             raise PropertyFailure(f"expected {len(expected_shapes)} outputs, got "
-                                  f"{type(out).__name__}", {"inputs": format_inputs(example)})
+                                  f"{type(out).__name__}", {"inputs": example})
         for i, (o, shape) in enumerate(zip(outs, expected_shapes)):
             want = tuple(dims[s] if isinstance(s, str) else s for s in shape)
-            ce = {"inputs": format_inputs(example), "expected": f"shape {want}"}
+            ce = {"inputs": example, "expected": f"shape {want}"}
             if not isinstance(o, torch.Tensor) or not o.is_floating_point():
                 raise PropertyFailure(f"output {i} is not a floating tensor", ce)
             if tuple(o.shape) != want:
@@ -255,10 +248,10 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                                       {**ce, "actual": f"shape {tuple(o.shape)}"})
             if not torch.isfinite(o).all():
                 raise PropertyFailure(f"output {i} contains nan or inf",
-                                      {**ce, "actual": _short(o)})
+                                      {**ce, "actual": o})
             if lo is not None and (o.min() < lo or o.max() > hi):
                 raise PropertyFailure(f"output {i} leaves [{lo}, {hi}]: min {o.min().item():.4g},"
-                                      f" max {o.max().item():.4g}", {**ce, "actual": _short(o)})
+                                      f" max {o.max().item():.4g}", {**ce, "actual": o})
 
     tried, failure = run_property(_examples(params), prop,
                                   int(params.get("max_examples", min(ctx.max_examples, 10))))
@@ -308,8 +301,8 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         except StudentException as exc:
             raise _student_error(exc, example) from None
         o = out.double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
-        ce = {"inputs": format_inputs(example), "expected": _range_text(lo, hi),
-              "actual": _short(out)}
+        ce = {"inputs": example, "expected": _range_text(lo, hi),
+              "actual": out}
         if not torch.isfinite(o).all():
             raise PropertyFailure("output is not finite", ce)
         if lo is not None and o.min() < lo - atol:
@@ -347,16 +340,16 @@ def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                               traceback=exc.traceback)
     if not isinstance(out, torch.Tensor) or out.shape != args[0].shape:
         return Verdict.failed(f"expected a tensor of shape {tuple(args[0].shape)}, got "
-                              f"{_short(out)[:100]}")
+                              f"{show(out)[:100]}")
     mean, std = ctx.ref(params["moments"])(*[b.double() for b in base])
     rows = out.reshape(n, -1, *out.shape[1:])
     res = normal_moment_test(rows, mean, std, alpha)
     details = {"samples": n, "alpha": alpha, "z_critical": round(res["z_critical"], 3),
                "worst_z_mean": round(res["worst_z_mean"], 3),
                "worst_z_var": round(res["worst_z_var"], 3)}
-    inputs = format_inputs(dict(zip(_arg_names(params), base)))
-    ce = {"inputs": inputs, "expected": f"mean {_short(mean)}, std {_short(std)}",
-          "actual": f"mean {_short(res['sample_mean'])}, std {_short(res['sample_std'])}"}
+    inputs = dict(zip(_arg_names(params), base))
+    ce = {"inputs": inputs, "expected": f"mean {show(mean)}, std {show(std)}",
+          "actual": f"mean {show(res['sample_mean'])}, std {show(res['sample_std'])}"}
     if res["mean_ok"] and res["var_ok"]:
         return Verdict.passed(f"mean and std match over {n} draws (false-alarm rate {alpha:g})",
                               **details)

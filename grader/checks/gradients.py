@@ -33,12 +33,13 @@ import torch
 
 from ..errors import StudentException
 from .compare import Tolerance, mismatch
-from .functions import (_arg_names, _examples, _infer_dims, _precision, _short, _student_error,
+from .functions import (_arg_names, _examples, _infer_dims, _precision, _student_error,
                         _tensors, _verdict_of, preflight, target)
 from .numeric import gradient_mismatch
 from .params import LITERAL_INPUTS
+from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
+from .strategies import run_property
 
 __all__ = ["elementwise_rel_error", "normwise_rel_error", "reference_gradients",
            "judge_gradients"]
@@ -155,9 +156,9 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         actual, why = judge_gradients(run, auto, returns, state["precision"], tol, tol32)
         if why:
             raise PropertyFailure(why, {
-                "inputs": format_inputs(example),
-                "expected": _short(tuple(auto) if len(auto) > 1 else auto[0]),
-                "actual": _short(actual)})
+                "inputs": example,
+                "expected": tuple(auto) if len(auto) > 1 else auto[0],
+                "actual": actual})
 
     tried, failure = run_property(_examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
@@ -275,7 +276,7 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         return [torch.zeros_like(xs[i]) if g is None or not torch.is_tensor(g) else g.double()
                 for i, g in zip(wrt, got)]
 
-    ce = {"inputs": format_inputs(dict(zip(names, base)))}
+    ce = {"inputs": dict(zip(names, base))}
     try:
         cot = torch.randn(value(args).shape, generator=torch.Generator().manual_seed(ctx.seed),
                           dtype=torch.float64)
@@ -325,7 +326,7 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     gen = torch.Generator().manual_seed(ctx.seed)
     cot = torch.randn(args[i_mu].shape, generator=gen, dtype=torch.float64)
     cot = cot + 0.5 * torch.sign(cot)                      # no tiny cotangents
-    ce: dict[str, Any] = {"inputs": format_inputs(dict(zip(names, args)))}
+    ce: dict[str, Any] = {"inputs": dict(zip(names, args))}
     try:
         z, (g_mu, g_lv) = ctx.kernel.call_with_grad(
             target(ctx, params), *[a.to(dtype) for a in args], wrt=[i_mu, i_lv],
@@ -337,19 +338,19 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(mu.shape) \
             or not z.is_floating_point() or not bool(torch.isfinite(z).all()):
         return Verdict.failed(f"expected a finite float tensor z of shape {tuple(mu.shape)}, "
-                              f"got {_short(z)[:120]}", ce, precision=precision)
+                              f"got {show(z)[:120]}", ce, precision=precision)
     z = z.double()
     wanted = ((mu_name, g_mu, cot, "1"), (lv_name, g_lv, cot * (z - mu) / 2, "(z - mu) / 2"))
     for name, got, expected, rule in wanted:
         if got is None or not torch.is_tensor(got) or not bool((got != 0).any()):
             return Verdict.failed(f"no gradient reaches `{name}` through the sample (a "
                                   ".detach(), torch.normal, or a copy out of the graph?)",
-                                  {**ce, "expected": _short(expected), "actual":
-                                   "None" if got is None else _short(got)}, precision=precision)
+                                  {**ce, "expected": expected, "actual":
+                                   "None" if got is None else show(got)}, precision=precision)
         why = mismatch(got, expected, tol, path=f"<c, dz/d{name}>")
         if why:
             return Verdict.failed(f"dz/d{name} is not {rule} element by element: {why}",
-                                  {**ce, "expected": _short(expected), "actual": _short(got)},
+                                  {**ce, "expected": expected, "actual": got},
                                   precision=precision)
     return Verdict.passed(f"dz/d{mu_name} = 1 and dz/d{lv_name} = (z - mu) / 2 hold on the "
                           f"sample ({precision})", precision=precision)

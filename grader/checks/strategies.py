@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["grading_settings", "input_sets", "run_property", "format_inputs", "shapes_of"]
+__all__ = ["grading_settings", "input_sets", "run_property", "shapes_of"]
 
 KINDS = ("floats", "binary", "digits", "integers")
 
@@ -92,18 +92,6 @@ def input_sets(inputs: dict[str, Any], dims: dict[str, Any]
         return {**arrays, "_dims": sizes}
 
     return draw()
-
-
-def format_inputs(arrays: dict[str, Any]) -> dict[str, str]:
-    """Short, readable text of each input, for the student's report."""
-    out = {}
-    for name, value in arrays.items():
-        if name.startswith("_"):
-            continue
-        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-        text = np.array2string(arr, precision=6, threshold=40, edgeitems=3, max_line_width=100)
-        out[name] = f"shape {tuple(arr.shape)}: {text}" if arr.ndim else text
-    return out
 
 
 @contextlib.contextmanager
