@@ -312,8 +312,11 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                 return ready
         return _start_kernel(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
 
+    proxies: list[KernelProxy] = []      # one per kernel (a revived kernel gets its own)
+
     def context(session: KernelSession) -> CheckContext:
-        return CheckContext(kernel=KernelProxy(session, device), reference=reference,
+        proxies.append(KernelProxy(session, device))
+        return CheckContext(kernel=proxies[-1], reference=reference,
                             seed=rubric.seed, max_examples=rubric.max_examples, device=device)
 
     record = ExecutionRecord(parameters=params)
@@ -356,7 +359,9 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                       "warm_kernel": asked["got"]},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
-                    "setup_s": round(t_kernel - t_start, 3)},
+                    "setup_s": round(t_kernel - t_start, 3),
+                    "round_trips": sum(p.calls for p in proxies),
+                    "batched_calls": sum(p.steps for p in proxies)},
         "versions": _versions(rubric),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "warnings": warnings,

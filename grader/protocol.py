@@ -23,10 +23,11 @@ from typing import Any, Callable, NoReturn
 import numpy as np
 import torch
 
-from .errors import ExecutionTimeout, KernelDied, ProtocolError, StudentException
+from .errors import (ExecutionTimeout, KernelDied, ProtocolError, StudentException,
+                     SubmissionError)
 from .sandbox import KernelSession
 
-__all__ = ["Name", "Handle", "Attr", "KernelProxy", "encode", "decode"]
+__all__ = ["Name", "Handle", "Attr", "KernelProxy", "Outcome", "encode", "decode"]
 
 MIME = "application/vnd.grader.reply+json"
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
@@ -139,6 +140,21 @@ def decode(value: Any, depth: int = 0) -> Any:
     raise ProtocolError(f"unknown value in the kernel's reply: keys {sorted(value)[:5]}")
 
 
+class Outcome:
+    """One request's answer: its decoded value, or the ``SubmissionError`` it ended in."""
+
+    __slots__ = ("_value", "error")
+
+    def __init__(self, value: Any = None, error: SubmissionError | None = None) -> None:
+        self._value, self.error = value, error
+
+    def value(self) -> Any:
+        """The answer; raises the error instead when there is one."""
+        if self.error is not None:
+            raise self.error
+        return self._value
+
+
 class KernelProxy:
     """Calls into one student kernel. Every method may raise a ``SubmissionError``.
 
@@ -152,7 +168,8 @@ class KernelProxy:
     def __init__(self, session: KernelSession, device: str | None = None) -> None:
         self.session = session
         self.device = None if device in (None, "cpu") else device
-        self.calls = 0
+        self.calls = 0            # round trips (execute requests)
+        self.steps = 0            # requests answered inside batches
         self._installed = False
         self._stdin_failure: Exception | None = None
 
@@ -167,10 +184,75 @@ class KernelProxy:
 
     def request(self, op: str, timeout: float | None = None,
                 stdin_handler: StdinHandler | None = None, **fields: Any) -> Any:
+        """One request, answered now; or, inside :func:`grader.batching.together`, one step
+        of the batch that the grader sends once every task waits on the kernel (a call with
+        its own timeout or a ``stdin_handler`` always goes on its own)."""
+        if timeout is None and stdin_handler is None:
+            from .batching import batched
+
+            routed = batched(self, op, fields)
+            if routed is not None:
+                return routed.value()
+        reply = self._send({"op": op, **fields}, timeout, stdin_handler)
+        return self._outcome(reply).value()
+
+    def request_many(self, steps: list[dict[str, Any]]) -> list[Outcome]:
+        """Answer ``steps`` (each ``{"op": ..., **fields}``) in one round trip, in order.
+
+        Each step's outcome stands alone: a step whose code raises, runs past
+        ``call_timeout_s`` (then the later steps are not run) or cannot be decoded fails on
+        its own; a failure of the whole request (the kernel died) is every step's outcome.
+        Answers past half of ``reply_mb`` are deferred by the kernel and asked again, so a
+        large batch costs more round trips, never an oversized reply.
+        """
+        self.steps += len(steps)
+        outcomes: list[Outcome] = []
+        limits = self.session.limits
+        while len(outcomes) < len(steps):
+            rest = steps[len(outcomes):]
+            timeout = max(limits.call_timeout_s,
+                          min(limits.call_timeout_s * len(rest), limits.total_timeout_s))
+            try:
+                sent = self._send({"op": "batch", "steps": rest,
+                                   "step_timeout_s": limits.call_timeout_s,
+                                   "max_bytes": limits.reply_mb << 19}, timeout + 5.0, None)
+                if sent.get("ok") is not True:
+                    self._outcome(sent).value()        # raises the kernel's own error
+                reply = sent.get("value")
+                if not isinstance(reply, list) or len(reply) != len(rest):
+                    raise ProtocolError("the kernel's batch reply does not answer its steps")
+            except SubmissionError as exc:
+                return outcomes + [Outcome(error=exc)] * len(rest)
+            answered = 0
+            for item in reply:
+                if isinstance(item, dict) and item.get("deferred") is True:
+                    break
+                outcomes.append(self._step_outcome(item, limits.call_timeout_s))
+                answered += 1
+            if not answered:
+                error = ProtocolError("the kernel deferred every step of a batch")
+                return outcomes + [Outcome(error=error)] * len(rest)
+        return outcomes
+
+    def _step_outcome(self, item: Any, seconds: float) -> Outcome:
+        if isinstance(item, dict) and item.get("timeout") is True:
+            return Outcome(error=ExecutionTimeout(
+                f"the call took longer than {seconds:g} s and was interrupted"))
+        if isinstance(item, dict) and item.get("skipped") is True:
+            return Outcome(error=ExecutionTimeout(
+                "not run: an earlier call of the same request ran out of time"))
+        try:
+            return self._outcome(item)
+        except ProtocolError as exc:
+            return Outcome(error=exc)
+
+    def _send(self, request: dict[str, Any], timeout: float | None,
+              stdin_handler: StdinHandler | None) -> Any:
+        """Execute one request in the kernel; its raw reply (checked to answer it)."""
         if not self._installed:
             self.install()
         nonce = secrets.token_hex(8)
-        payload = json.dumps({"op": op, "nonce": nonce, "device": self.device, **fields},
+        payload = json.dumps({**request, "nonce": nonce, "device": self.device},
                              allow_nan=False)
         b64 = base64.b64encode(payload.encode()).decode("ascii")
         code = f"__import__('sys').modules['__grader_probe__'].handle({b64!r})"
@@ -178,12 +260,19 @@ class KernelProxy:
                               stdin_handler=stdin_handler)
         if not isinstance(reply, dict) or reply.get("nonce") != nonce:
             raise ProtocolError("the kernel's reply does not answer the request")
+        return reply
+
+    @staticmethod
+    def _outcome(reply: Any) -> Outcome:
+        """A reply (or a batch item) as an Outcome; ProtocolError if it is malformed."""
+        if not isinstance(reply, dict):
+            raise ProtocolError("malformed reply from the kernel")
         if reply.get("ok") is True:
-            return decode(reply.get("value"))
+            return Outcome(value=decode(reply.get("value")))
         if reply.get("ok") is False:
-            raise StudentException(str(reply.get("ename", "Exception"))[:200],
-                                   str(reply.get("evalue", ""))[:2000],
-                                   str(reply.get("traceback", ""))[:8000])
+            return Outcome(error=StudentException(str(reply.get("ename", "Exception"))[:200],
+                                                  str(reply.get("evalue", ""))[:2000],
+                                                  str(reply.get("traceback", ""))[:8000]))
         raise ProtocolError("malformed reply from the kernel")
 
     def call(self, target: Ref, *args: Any, seed: int | None = None, dtype: str | None = None,

@@ -37,7 +37,7 @@ from .compare import Tolerance, mismatch
 from .params import boolean, integer, one_of, string
 from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
+from .strategies import keyed, run_property
 
 __all__ = ["discrete_inputs", "stochastic_array", "free_energy", "played_episodes",
            "ENVIRONMENTS"]
@@ -101,7 +101,7 @@ def discrete_inputs(inputs: dict[str, Any], dims: dict[str, Any]
             drawn[name] = _draw_one(draw_fn, spec, sizes, drawn)
         return {name: drawn[name] for name in inputs} | {"_dims": sizes}
 
-    return draw()
+    return keyed(draw(), "discrete_inputs", inputs, dims)
 
 
 def _args(example: dict[str, Any], names: list[str]) -> list[Any]:

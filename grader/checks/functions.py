@@ -22,7 +22,7 @@ from .compare import Tolerance, mismatch, normal_moment_test
 from .params import LITERAL_INPUTS, SIZE, anything, list_of, mapping, one_of, string
 from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import input_sets, run_property
+from .strategies import input_sets, keyed, run_property
 
 _TARGET = ("function", "module", "model", "method")
 _INPUTS = ("inputs", "dims", "args")
@@ -97,7 +97,7 @@ def _examples(params: dict[str, Any]):  # type: ignore[no-untyped-def]
                 arrays[name] = np.asarray(dims.get(spec["dim"], spec.get("value", 1)))
         return arrays
 
-    return strategy.map(add_ints)
+    return keyed(strategy.map(add_ints), "examples", params["inputs"], params.get("dims", {}))
 
 
 def _infer_dims(arrays: dict[str, Any], params: dict[str, Any]) -> dict[str, int]:

@@ -239,8 +239,61 @@ def _instrument(req):
     return _store(obj)
 
 
+class _StepTimeout(BaseException):
+    """A step of a batch ran past its time (BaseException: student code may catch Exception)."""
+
+
+def _on_alarm(_signum, _frame):
+    raise _StepTimeout()
+
+
+def _step(step, seconds):
+    """One step of a batch under a wall-clock alarm, as its own reply item."""
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm) if seconds else None
+    if seconds:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return {"ok": True, "value": _dispatch(step)}
+    except _StepTimeout:
+        return {"ok": False, "timeout": True}
+    except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
+        return _error(exc)
+    finally:
+        if seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _batch(req):
+    """Answer every step of ``req["steps"]`` in order, each on its own (one failing step does
+    not stop the others). A step past ``step_timeout_s`` ends the batch (the rest come back
+    ``skipped``); once the answers pass ``max_bytes`` of JSON the rest come back
+    ``deferred`` (not run) for the grader to send again, so one reply stays bounded."""
+    steps, seconds = req["steps"], float(req.get("step_timeout_s") or 0)
+    budget, used, out = int(req.get("max_bytes") or 0), 0, []
+    for n, step in enumerate(steps):
+        if step.get("op") == "batch":
+            raise ValueError("a batch cannot hold a batch")
+        if n and budget and used > budget:
+            out.extend({"deferred": True} for _ in steps[n:])
+            break
+        step["device"] = req.get("device")
+        item = _step(step, seconds)
+        out.append(item)
+        if item.get("timeout"):
+            out.extend({"skipped": True} for _ in steps[n + 1:])
+            break
+        if budget:
+            used += len(json.dumps(item))
+    return out
+
+
 def _dispatch(req):
     op = req["op"]
+    if op == "batch":
+        return _batch(req)
     if op == "call":
         return _call(req)
     if op == "get":
@@ -259,6 +312,12 @@ def _dispatch(req):
     raise ValueError(f"unknown op {op!r}")
 
 
+def _error(exc):
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"ok": False, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
+            "traceback": "".join(tb[-12:])[-8000:]}
+
+
 def handle(payload):
     """Answer one request (base64 JSON); publish the reply as display_data."""
     from IPython.display import publish_display_data
@@ -267,8 +326,6 @@ def handle(payload):
     try:
         reply = {"ok": True, "value": _dispatch(req)}
     except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        reply = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
-                 "traceback": "".join(tb[-12:])[-8000:]}
+        reply = _error(exc)
     reply["nonce"] = req.get("nonce")
     publish_display_data({MIME: reply}, metadata={})
