@@ -33,7 +33,7 @@ import torch
 if TYPE_CHECKING:
     from .protocol import KernelProxy, Outcome
 
-__all__ = ["together", "batched", "Result"]
+__all__ = ["together", "gather", "batched", "batched_many", "wait_turn", "in_task", "Result"]
 
 _ROUTE = threading.local()          # .task: the _Task this thread runs, if any
 
@@ -46,6 +46,12 @@ class Result:
     def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
         self.value, self.error = value, error
 
+    def get(self) -> Any:
+        """The value; raises the task's exception instead, as calling it directly would."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
 
 class _Task:
     def __init__(self, scheduler: _Scheduler, fn: Callable[[], Any]) -> None:
@@ -54,6 +60,7 @@ class _Task:
         self.asked: list[tuple[KernelProxy, dict[str, Any]]] | None = None
         self.answers: list[Outcome] = []
         self.result: Result | None = None
+        self.stuck = False
         self.context = contextvars.copy_context()
         self.grad = torch.is_grad_enabled()
         self.thread = threading.Thread(target=self._body, daemon=True, name="grader-task")
@@ -71,10 +78,14 @@ class _Task:
             self.scheduler.back.release()
 
     def ask(self, questions: list[tuple[KernelProxy, dict[str, Any]]]) -> list[Outcome]:
-        """Called on this task's thread: wait for the batch that carries ``questions``."""
+        """Called on this task's thread: wait for the batch that carries ``questions`` (none:
+        just let the others run one round). The grader's random generators are the task's
+        own across the wait: what the others draw meanwhile does not shift its draws."""
+        state = _random_state()
         self.asked = questions
         self.scheduler.back.release()
         self.go.acquire()
+        _set_random_state(state)
         answers, self.answers = self.answers, []
         return answers
 
@@ -96,6 +107,12 @@ class _Scheduler:
             if not waiting:
                 break
             questions = [q for t in waiting for q in t.asked or ()]
+            if not questions and len(waiting) == len(runnable):
+                for task in waiting:         # all wait for each other: nothing can change
+                    task.answers, task.asked = [], None
+                    task.stuck = True
+                runnable = waiting
+                continue
             outcomes = _ask(questions)
             at = 0
             for task in waiting:
@@ -134,6 +151,55 @@ def together(fns: Sequence[Callable[[], Any]]) -> list[Result]:
         except BaseException as exc:  # noqa: BLE001 - as a task would end
             return [Result(error=exc)]
     return _Scheduler().run(fns)
+
+
+def wait_turn() -> None:
+    """Inside a task: let the other tasks run a round (while waiting for something one of
+    them computes). Raises RuntimeError when every task waits: no one can make progress."""
+    task = getattr(_ROUTE, "task", None)
+    if task is None:
+        return
+    task.ask([])
+    if task.stuck:
+        raise RuntimeError("every task waits for another: nothing can make progress")
+
+
+def in_task() -> bool:
+    """Whether this code runs as a task of :func:`together`."""
+    return getattr(_ROUTE, "task", None) is not None
+
+
+def _random_state() -> tuple[Any, ...]:
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()
+
+
+def _set_random_state(state: tuple[Any, ...]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state[0])
+    random.setstate(state[1])
+    np.random.set_state(state[2])
+
+
+def gather(fns: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Every ``fn()``'s value, their kernel calls batched; the first exception (in order)
+    is raised, as calling them one after another would have."""
+    return [result.get() for result in together(fns)]
+
+
+def batched_many(proxy: KernelProxy, steps: list[dict[str, Any]]) -> list[Outcome] | None:
+    """As :func:`batched`, for steps that must stay together and in order (a chain whose
+    ``$back`` references count within it): they go in one batch, contiguous."""
+    task = getattr(_ROUTE, "task", None)
+    if task is None:
+        return None
+    return task.ask([(proxy, step) for step in steps])
 
 
 def batched(proxy: KernelProxy, op: str, fields: dict[str, Any]) -> Outcome | None:

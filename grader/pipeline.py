@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import importlib.util
 import os
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
+from .batching import together
 from .checks import REGISTRY, CheckContext, Verdict
 from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
                      ProtocolError, SandboxUnavailable, StudentException)
@@ -327,7 +329,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     kernel_start_s = run.session.start_s if run.session is not None else 0.0
     t_checks = time.perf_counter()
     try:
-        results = [run.item(item, reference) for item in items]
+        results = run.items(items, reference)
     finally:
         peak = run.close()
     record.kernel_died |= run.revivals > 0
@@ -377,6 +379,9 @@ def _warm_kernel(warm: Callable[[dict[str, Path], Any], KernelSession | None],
         return None
 
 
+_KERNEL_WIDE = {"kernel_died", "timeout", "protocol"}   # may hit every item checked together
+
+
 class _Run:
     """The notebook's kernel while the items are checked: revived (the notebook run again)
     when the student's code kills it; a kernel that cannot start, or a crash of the notebook
@@ -400,6 +405,22 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
             self.session, self.failure = None, _not_started(exc, _grader_traceback())
         self.replay_failed |= record.replay_failed
+
+    def items(self, items: list[Item], reference: Any) -> list[dict[str, Any]]:
+        """The report items, checked together (:func:`grader.batching.together`): every
+        item's calls into the kernel share round trips. An item that ends with the kernel
+        (it died, a call ran out of time, a reply was refused) may only have been in the
+        company of the item that caused it: each such item is checked again on its own,
+        in order, after the kernel is revived, so it gets the verdict it gets alone.
+        A kit's check records or replays inputs item by item, so it checks one at a time."""
+        if getattr(reference, "examples", None) is not None or len(items) < 2:
+            return [self.item(item, reference) for item in items]
+        results = [r.get() for r in together([functools.partial(self.item, item, reference)
+                                              for item in items])]
+        for n, item in enumerate(items):
+            if results[n].get("error_kind") in _KERNEL_WIDE:
+                results[n] = self.item(item, reference)
+        return results
 
     def item(self, item: Item, reference: Any) -> dict[str, Any]:
         """The report item for ``item``; never raises for the kernel's or a check's sake."""

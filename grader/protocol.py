@@ -16,7 +16,7 @@ import queue
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, NoReturn
 
@@ -27,7 +27,8 @@ from .errors import (ExecutionTimeout, KernelDied, ProtocolError, StudentExcepti
                      SubmissionError)
 from .sandbox import KernelSession
 
-__all__ = ["Name", "Handle", "Attr", "KernelProxy", "Outcome", "encode", "decode"]
+__all__ = ["Name", "Handle", "Attr", "Back", "Call", "Get", "KernelProxy", "Outcome", "encode",
+           "decode"]
 
 MIME = "application/vnd.grader.reply+json"
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
@@ -72,12 +73,53 @@ class Attr:
         return {"$attr": [self.obj.wire(), self.name]}
 
 
-Ref = Name | Handle | Attr
+@dataclass(frozen=True)
+class Back:
+    """What the call ``steps`` places earlier in the same :meth:`KernelProxy.run` kept
+    (``keep=True``): ``Back(1)`` is the previous call's result, left in the kernel."""
+
+    steps: int = 1
+
+    def wire(self) -> dict[str, Any]:
+        return {"$back": self.steps}
+
+
+Ref = Name | Handle | Attr | Back
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call for :meth:`KernelProxy.run`: ``target(*args, **kwargs)`` with the options
+    of :meth:`KernelProxy.call` (``keep`` leaves the result in the kernel for a later
+    ``Back``)."""
+
+    target: Ref
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    keep: bool = False
+    no_grad: bool = True
+    dtype: str | None = None
+
+    def request(self) -> dict[str, Any]:
+        return {"op": "call", "target": self.target.wire(), "args": [encode(a) for a in self.args],
+                "kwargs": {k: encode(v) for k, v in self.kwargs.items()}, "seed": self.seed,
+                "dtype": self.dtype, "no_grad": self.no_grad, "keep": self.keep}
+
+
+@dataclass(frozen=True)
+class Get:
+    """One step for :meth:`KernelProxy.run`: the value of ``target`` as data (``get``)."""
+
+    target: Ref
+
+    def request(self) -> dict[str, Any]:
+        return {"op": "get", "target": self.target.wire(), "keep": False}
 
 
 def encode(value: Any) -> Any:
     """Grader data -> JSON for the kernel."""
-    if isinstance(value, (Name, Handle, Attr)):
+    if isinstance(value, (Name, Handle, Attr, Back)):
         return value.wire()
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
@@ -196,6 +238,16 @@ class KernelProxy:
         reply = self._send({"op": op, **fields}, timeout, stdin_handler)
         return self._outcome(reply).value()
 
+    def run(self, calls: list[Call | Get]) -> list[Outcome]:
+        """``calls`` in order, as one request (one round trip, or one step of the batch
+        inside :func:`grader.batching.together`); a call may use an earlier one's kept
+        result through :class:`Back` (a chain: each step on the last one's output)."""
+        from .batching import batched_many
+
+        steps = [c.request() for c in calls]
+        routed = batched_many(self, steps)
+        return routed if routed is not None else self.request_many(steps)
+
     def request_many(self, steps: list[dict[str, Any]]) -> list[Outcome]:
         """Answer ``steps`` (each ``{"op": ..., **fields}``) in one round trip, in order.
 
@@ -213,7 +265,7 @@ class KernelProxy:
             timeout = max(limits.call_timeout_s,
                           min(limits.call_timeout_s * len(rest), limits.total_timeout_s))
             try:
-                sent = self._send({"op": "batch", "steps": rest,
+                sent = self._send({"op": "batch", "steps": rest, "resume": bool(outcomes),
                                    "step_timeout_s": limits.call_timeout_s,
                                    "max_bytes": limits.reply_mb << 19}, timeout + 5.0, None)
                 if sent.get("ok") is not True:
@@ -307,14 +359,20 @@ class KernelProxy:
 
     def call_with_grad(self, target: Ref, *args: Any, wrt: list[int], output: int | None = None,
                        cotangent: torch.Tensor | None = None, seed: int | None = None,
-                       dtype: str | None = None) -> tuple[Any, list[torch.Tensor | None]]:
+                       dtype: str | None = None, cotangents: torch.Tensor | None = None,
+                       vectorize: bool = False) -> tuple[Any, list[torch.Tensor | None]]:
         """Call and back-propagate ``cotangent`` (default ones) from the chosen output.
 
         Returns the outputs and the gradients w.r.t. ``args[i]`` for ``i`` in ``wrt``
-        (None where no gradient reaches that input).
+        (None where no gradient reaches that input). With ``cotangents`` (K stacked
+        cotangents) each gradient is stacked too, (K, *arg.shape): K vector-Jacobian
+        products from one forward pass, computed by one batched backward (vmap) where
+        ``vectorize`` and the student's ops allow it, else one backward each.
         """
         grad = {"wrt": wrt, "output": output,
-                "cotangent": encode(cotangent) if cotangent is not None else None}
+                "cotangent": encode(cotangent) if cotangent is not None else None,
+                "cotangents": encode(cotangents) if cotangents is not None else None,
+                "vectorize": vectorize}
         reply = self.request("call", target=target.wire(), args=[encode(a) for a in args],
                              kwargs={}, seed=seed, dtype=dtype, grad=grad)
         if not isinstance(reply, dict) or set(reply) != {"value", "grads"}:

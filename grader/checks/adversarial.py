@@ -13,12 +13,14 @@ come from ``G.sample``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
 from hypothesis import strategies as st
 
 from ..data import digits
+from ..batching import gather
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from .params import choice, integer, list_of
@@ -349,25 +351,35 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
     def run(ex: dict[str, int], dtype: torch.dtype) -> None:
         case = {k: v.to(dtype) for k, v in train_step_case(ex["batch"], shape, ex["seed"]).items()}
         real = case["real"]
-        for mult_g, mult_d in _CONFIGS:
+        kernel = ctx.kernel
+
+        def parameters_of(net: Handle) -> Any:
+            return kernel.get(kernel.instrument("gan", "parameters_of", net))
+
+        def setting(mult_g: float, mult_d: float) -> None:
             lr_g, lr_d = lr * mult_g, lr * mult_d
-            G = ctx.kernel.instrument("gan", "ConstantGenerator", case["theta"], latent)
-            D = ctx.kernel.instrument("gan", "UnitCritic", case["w"], case["b"])
-            opt_g = ctx.kernel.instrument("gan", "sgd", G, lr_g)
-            opt_d = ctx.kernel.instrument("gan", "sgd", D, lr_d)
+            G, D = gather([
+                functools.partial(kernel.instrument, "gan", "ConstantGenerator", case["theta"],
+                                  latent),
+                functools.partial(kernel.instrument, "gan", "UnitCritic", case["w"], case["b"])])
+            opt_g, opt_d = gather([functools.partial(kernel.instrument, "gan", "sgd", G, lr_g),
+                                   functools.partial(kernel.instrument, "gan", "sgd", D, lr_d)])
             th, wv, bv = case["theta"], case["w"], case["b"]
             for step in range(1, steps + 1):
                 shown = {**ex, "lr_G": lr_g, "lr_D": lr_d, "step": step, "real": real}
                 exp = expected_train_step(real, th, wv, bv, lr_g, lr_d, d_loss_fn, g_loss_fn)
                 try:
-                    out = ctx.kernel.call(Name(fn), G, D, opt_g, opt_d, real, seed=ctx.seed,
-                                          no_grad=False)
+                    out = kernel.call(Name(fn), G, D, opt_g, opt_d, real, seed=ctx.seed,
+                                      no_grad=False)
                 except StudentException as exc:
                     raise _raised(exc, dtype, shown) from None
-                p_g = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", G))
-                p_d = ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", D))
+                p_g, p_d = gather([functools.partial(parameters_of, G),
+                                   functools.partial(parameters_of, D)])
                 _compare_step(out, p_g, p_d, exp, th, shown, rtol, atol)
                 th, wv, bv = exp["theta"], exp["w"], exp["b"]
+
+        # the three settings on their own networks, batched; the first failure in order
+        gather([functools.partial(setting, *config) for config in _CONFIGS])
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 4)))
     return _verdict(failure, tried, f"one D then one G SGD step, exact, on {tried} generated "
@@ -435,30 +447,43 @@ def check_train_step_isolation(ctx: CheckContext, params: dict[str, Any]) -> Ver
     real = digits(data.get("split", "train"), data.get("form", "continuous"))[:batch]
     lr = float(params.get("lr", 0.05))
     shown = {"batch": batch, "real": f"the first {batch} {data.get('split', 'train')} digits"}
-    for lr_g, lr_d in ((0.0, lr), (lr, 0.0)):
-        nets = {}
-        for key in ("generator", "discriminator"):
-            spec = params[key]
-            torch.manual_seed(ctx.seed)
-            nets[key] = ctx.kernel.call(Name(spec["class"]), *spec.get("args", []),
-                                        seed=ctx.seed, keep=True)
-        G, D = nets["generator"], nets["discriminator"]
-        before = {k: ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", h))
-                  for k, h in nets.items()}
+
+    def build(key: str) -> Handle:
+        spec = params[key]
+        torch.manual_seed(ctx.seed)
+        return ctx.kernel.call(Name(spec["class"]), *spec.get("args", []), seed=ctx.seed,
+                               keep=True)
+
+    def parameters(nets: dict[str, Handle]) -> dict[str, Any]:
+        keys = list(nets)
+        return dict(zip(keys, gather([functools.partial(
+            lambda h: ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", h)),
+            nets[k]) for k in keys])))
+
+    def one_step(lr_g: float, lr_d: float) -> Verdict | None:
+        """One train_step with these rates on fresh networks: None if only the right one moved."""
+        G, D = gather([functools.partial(build, k) for k in ("generator", "discriminator")])
+        nets = {"generator": G, "discriminator": D}
+        before = parameters(nets)
         empty = [k for k, v in before.items() if not v]
         if empty:
             return Verdict.failed(f"the {empty[0]} has no parameters to train")
-        opts = [ctx.kernel.instrument("gan", "sgd", h, r) for h, r in ((G, lr_g), (D, lr_d))]
+        opts = gather([functools.partial(ctx.kernel.instrument, "gan", "sgd", h, r)
+                       for h, r in ((G, lr_g), (D, lr_d))])
         try:
             out = ctx.kernel.call(Name(fn), G, D, *opts, real, seed=ctx.seed, no_grad=False)
         except StudentException as exc:
             return Verdict.failed(f"train_step raised {exc.ename}: {exc.evalue}",
                                   {"inputs": {**shown, "lr_G": lr_g, "lr_D": lr_d}})
-        after = {k: ctx.kernel.get(ctx.kernel.instrument("gan", "parameters_of", h))
-                 for k, h in nets.items()}
-        why = _isolation_problem(out, before, after, lr_g, lr_d)
-        if why:
-            return Verdict.failed(why, {"inputs": {**shown, "lr_G": lr_g, "lr_D": lr_d}})
+        why = _isolation_problem(out, before, parameters(nets), lr_g, lr_d)
+        return Verdict.failed(why, {"inputs": {**shown, "lr_G": lr_g, "lr_D": lr_d}}) \
+            if why else None
+
+    # the two settings on their own networks, their calls batched together
+    for failure in gather([functools.partial(one_step, *rates)
+                           for rates in ((0.0, lr), (lr, 0.0))]):
+        if failure is not None:
+            return failure
     return Verdict.passed("finite float losses; with lr_G = 0 only D moved, with lr_D = 0 only "
                           "G moved")
 

@@ -20,9 +20,13 @@ single ReLU at the output). Forbidden dependences are judged on the module as bu
 (re-drawn parameters would break a mask the student keeps in parameter values).
 
 The dependence itself is one array, ``(outputs, B, T)``: for output position t (in batch
-row t % B) the largest |gradient| per input row and position (``backprop_dependence``,
-one backward pass per output position). Every verdict is a pure function of that array,
-so another way of computing it (one Jacobian) can replace the backward passes.
+row t % B) the largest |gradient| per input row and position (``backprop_dependence``).
+Every verdict is a pure function of that array. It comes from one request: one forward
+pass in the kernel and every output position's vector-Jacobian product, first as one
+batched backward (vmap, ``is_grads_batched``) where the student's ops allow it; a
+violation or a missing dependence seen that way is looked at again with one plain backward
+pass per position (the same cotangents) before anything is blamed. The perturbations and
+the other inputs are likewise one request each (:func:`grader.batching.together`).
 
 Positions lie along one axis of input and output (``axis``, e.g. 2 for (B, C, T) and 1 for
 (B, T, d)), or ``axis: flat``: every non-batch element is a position in raster order (the
@@ -32,11 +36,13 @@ mode (dropout off), as trained ones are: causality is a property of the function
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..batching import together
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from .functions import _examples, _infer_dims, _student_error, _verdict_of, target
@@ -54,7 +60,8 @@ _OTHER_INPUTS = 32         # inputs (one batch) tried before over-masking is bla
 _REDRAW_STD = 0.3          # N(0, std^2) re-drawn parameters, as the flow checks use
 
 Probe = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | None"]
-"""``probe(x, cotangent)``: the gradient of <f(x), cotangent> with respect to x (None if none)."""
+"""``probe(x, cotangents)``: for K stacked cotangents, the K gradients of <f(x), cotangent>
+with respect to x, stacked (K, *x.shape) (None if none reaches x)."""
 
 
 def positions(t: torch.Tensor, axis: int | str) -> torch.Tensor:
@@ -93,8 +100,9 @@ def backprop_dependence(probe: Probe, x: torch.Tensor, y: torch.Tensor, axis: in
                         outputs: list[int], gen: torch.Generator, every_row: bool = False
                         ) -> torch.Tensor:
     """(len(outputs), B, T): row k is the dependence of output position ``outputs[k]``, taken
-    in batch row ``outputs[k] % B``, on every input row and position (one backward pass
-    each, with a random cotangent of entries >= 0.5 in size: no tiny cotangents).
+    in batch row ``outputs[k] % B``, on every input row and position: one vector-Jacobian
+    product each, with a random cotangent of entries >= 0.5 in size (no tiny cotangents),
+    all asked of the probe at once.
 
     ``every_row``: the cotangent is put at position t in every batch row at once, so row r of
     the result is row r's own dependence once rows are known to be independent (a batch of
@@ -102,16 +110,24 @@ def backprop_dependence(probe: Probe, x: torch.Tensor, y: torch.Tensor, axis: in
     """
     like = y[:1].expand(x.shape[0], *y.shape[1:])
     y_p = positions(like, axis)
-    rows = []
+    empty = torch.zeros(len(outputs), x.shape[0], positions(x, axis).shape[1],
+                        dtype=torch.float64)
+    if not outputs:
+        return empty
+    cots = []
     for t in outputs:
         cot_p = torch.zeros(y_p.shape, dtype=torch.float64)
         b = slice(None) if every_row else t % x.shape[0]
         cot_p[b, t] = torch.randn(cot_p[b, t].shape, generator=gen, dtype=torch.float64)
         cot_p[b, t] += torch.sign(cot_p[b, t]) * 0.5
-        rows.append(dependence(probe(x, unpositions(cot_p, like, axis).to(y.dtype)), x, axis))
-    if not rows:
-        return torch.zeros(0, x.shape[0], positions(x, axis).shape[1], dtype=torch.float64)
-    return torch.stack(rows)
+        cots.append(unpositions(cot_p, like, axis).to(y.dtype))
+    grads = probe(x, torch.stack(cots))
+    if grads is None or not torch.is_tensor(grads):
+        return empty
+    if tuple(grads.shape) != (len(outputs), *x.shape):
+        raise PropertyFailure(f"the gradients have shape {tuple(grads.shape)}, not "
+                              f"{(len(outputs), *x.shape)}")
+    return torch.stack([dependence(g, x, axis) for g in grads])
 
 
 def first_violation(dep: torch.Tensor, outputs: list[int], allowed: torch.Tensor
@@ -190,9 +206,15 @@ def _callable(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int],
     return Attr(fn, params["method"]) if params.get("method") else fn
 
 
-def _kernel_probe(ctx: CheckContext, fn: Name | Handle | Attr) -> Probe:
-    def probe(x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor | None:
-        _, grads = ctx.kernel.call_with_grad(fn, x, wrt=[0], cotangent=cot, seed=ctx.seed)
+def _kernel_probe(ctx: CheckContext, fn: Name | Handle | Attr, vectorize: bool = False
+                  ) -> Probe:
+    """All the cotangents in one call: one forward pass in the kernel, then one backward
+    pass per cotangent, or (``vectorize``) one batched backward where vmap can batch the
+    student's ops: cheaper, so a first look; a verdict against the student is always
+    taken from the unbatched backward passes (:func:`_check_dependence`)."""
+    def probe(x: torch.Tensor, cots: torch.Tensor) -> torch.Tensor | None:
+        _, grads = ctx.kernel.call_with_grad(fn, x, wrt=[0], cotangents=cots, seed=ctx.seed,
+                                             vectorize=vectorize)
         return grads[0]
     return probe
 
@@ -267,10 +289,17 @@ def confirm_by_change(missing: dict[int, list[int]], call: Callable[[torch.Tenso
     if not torch.is_tensor(y):
         return missing
     xp, yp = positions(x, axis), positions(y, axis)
-    for s in sorted({s for wanted in missing.values() for s in wanted}):
+    wanted_s = sorted({s for wanted in missing.values() for s in wanted})
+    inputs = []
+    for s in wanted_s:
         changed = xp.clone()
         changed[:, s] = positions(_perturbed(x, spec, gen), axis)[:, s]
-        y2 = call(unpositions(changed, x, axis))
+        inputs.append(unpositions(changed, x, axis))
+    answers = together([functools.partial(call, changed) for changed in inputs])
+    for s, answer in zip(wanted_s, answers):
+        if answer.error is not None:
+            raise answer.error              # the kernel died: no evidence either way
+        y2 = answer.value
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             continue
         y2p = positions(y2, axis)
@@ -291,11 +320,16 @@ def _check_dependence(ctx: CheckContext, params: dict[str, Any], example: dict[s
     ce = {"inputs": example}
     steps = positions(x, axis).shape[1]
     outputs = list(range(steps))
-    dep = backprop_dependence(_kernel_probe(ctx, fn), x, y, axis, outputs, gen)
-    bad = first_violation(dep, outputs, allowed_mask(steps, offset))
+    allowed = allowed_mask(steps, offset)
+    need = required(steps, offset, params.get("require", "none"))
+    state = gen.get_state()
+    dep = backprop_dependence(_kernel_probe(ctx, fn, vectorize=True), x, y, axis, outputs, gen)
+    if first_violation(dep, outputs, allowed) is not None or unseen(dep, outputs, need):
+        gen.set_state(state)                   # the same cotangents, one backward pass each
+        dep = backprop_dependence(_kernel_probe(ctx, fn), x, y, axis, outputs, gen)
+    bad = first_violation(dep, outputs, allowed)
     if bad is not None:
         raise _violation(bad, dep, outputs, offset, ce)
-    need = required(steps, offset, params.get("require", "none"))
     missing = unseen(dep, outputs, need)
     if not missing:
         return
@@ -365,13 +399,19 @@ def _check_perturbations(ctx: CheckContext, params: dict[str, Any], example: dic
     ce = {"inputs": example}
     xp = positions(x, axis)
     steps = xp.shape[1]
+    inputs = []
     for s in range(1, steps):
         changed_p = xp.clone()
         changed_p[:, s:] = positions(_perturbed(x, spec, gen), axis)[:, s:]
-        try:
-            y2 = ctx.kernel.call(fn, unpositions(changed_p, x, axis), seed=ctx.seed)
-        except StudentException as exc:
-            raise _student_error(exc, example) from None
+        inputs.append(unpositions(changed_p, x, axis))
+    answers = together([functools.partial(ctx.kernel.call, fn, changed, seed=ctx.seed)
+                        for changed in inputs])
+    for s, answer in enumerate(answers, 1):
+        if isinstance(answer.error, StudentException):
+            raise _student_error(answer.error, example) from None
+        if answer.error is not None:
+            raise answer.error
+        y2 = answer.value
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             raise PropertyFailure("the output's shape changed with the input's values", ce)
         keep = min(steps, s + offset)

@@ -19,7 +19,7 @@ import torch
 from hypothesis import strategies as st
 
 from ..errors import StudentException
-from ..protocol import Name
+from ..protocol import Back, Call, Get, Name
 from .compare import Tolerance, mismatch, normal_moment_test
 from .functions import (_examples, _infer_dims, _precision, _student_error, _tensors,
                         _verdict_of, judge_with_float32_retry, preflight, target)
@@ -421,10 +421,13 @@ def _law_verdict(ctx: CheckContext, fn: str, via: str, model: Any, case: dict[st
     shown = {"T": T, "n": n, "mu": case["mu"], "s": case["s"]}
     if via == "p_sample":
         gen = torch.Generator().manual_seed(ctx.seed)
-        x: Any = torch.randn((n, *shape), generator=gen)
-        for t in range(T - 1, -1, -1):
-            x = ctx.kernel.call(Name(fn), model, x, t, betas, seed=ctx.seed + 1 + t, keep=True)
-        out = ctx.kernel.get(x)
+        x0 = torch.randn((n, *shape), generator=gen)
+        chain = [Call(Name(fn), (model, x0 if t == T - 1 else Back(1), t, betas),
+                      seed=ctx.seed + 1 + t, keep=True) for t in range(T - 1, -1, -1)]
+        # the whole chain is one request: each step on the last one's output, kept in the
+        # kernel; the first failure is the chain's
+        for outcome in ctx.kernel.run([*chain, Get(Back(1))]):
+            out = outcome.value()
     else:
         out = ctx.kernel.call(Name(fn), model, n, betas, seed=ctx.seed)
     if not isinstance(out, Tensor) or tuple(out.shape) != (n, *shape):

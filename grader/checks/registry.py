@@ -63,6 +63,7 @@ class CheckSpec:
 
 
 REGISTRY: dict[str, CheckSpec] = {}
+_PENDING = object()          # a memo value some task is computing now
 
 
 def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (),
@@ -93,18 +94,27 @@ class CheckContext:
     seed: int
     max_examples: int = 30
     device: str = "cpu"
-    _models: dict[tuple[str, str, tuple[Any, ...]], Handle] = field(default_factory=dict)
     _names: dict[str, bool] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict)
 
-    def memo(self, key: str, compute: Any) -> Any:
+    def memo(self, key: Any, compute: Any) -> Any:
         """``compute()`` once per grading for ``key`` (its exception too): items that need
-        the same expensive draw (1,000 samples of a trained model) share it."""
+        the same expensive draw (1,000 samples of a trained model) share it. Items checked
+        together (:func:`grader.batching.together`) that ask while another computes it wait
+        their turn for its value."""
+        from ..batching import wait_turn
+
+        while self._memo.get(key) is _PENDING:
+            wait_turn()
         if key not in self._memo:
+            self._memo[key] = _PENDING
             try:
                 self._memo[key] = (True, compute())
             except Exception as exc:  # noqa: BLE001 - replayed to every item that asks
                 self._memo[key] = (False, exc)
+            except BaseException:
+                del self._memo[key]
+                raise
         ok, value = self._memo[key]
         if not ok:
             raise value
@@ -132,15 +142,15 @@ class CheckContext:
         """
         cls, checkpoint = spec["class"], spec.get("checkpoint")
         args = tuple(spec.get("args", []))
-        key = (cls, checkpoint or "", args)
-        if key not in self._models:
+
+        def build() -> Handle:
             self.require(cls)
             if checkpoint:
-                self._models[key] = self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
-            else:
-                torch.manual_seed(self.seed)
-                self._models[key] = self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
-        return self._models[key]
+                return self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
+            torch.manual_seed(self.seed)
+            return self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
+
+        return self.memo(("model", cls, checkpoint or "", args), build)
 
     def ref(self, name: str) -> Any:
         """A name from the trusted reference module."""

@@ -42,7 +42,23 @@ def _resolve(ref):
     if "$attr" in ref:
         obj, name = ref["$attr"]
         return getattr(_decode(obj), name)
+    if "$back" in ref:
+        return _earlier(int(ref["$back"]))
     raise ValueError(f"unknown reference {ref!r}")
+
+
+_answered = []     # the answers so far of the batch being run (for ``$back``)
+
+
+def _earlier(back):
+    """The object kept by the step ``back`` places before this one in the same batch."""
+    if not 0 < back <= len(_answered):
+        raise ValueError(f"no step {back} back in this batch")
+    item = _answered[-back]
+    value = item.get("value") if item.get("ok") else None
+    if not (isinstance(value, dict) and value.get("$handle") in _handles):
+        raise ValueError(f"the step {back} back kept nothing (it failed, or was not kept)")
+    return _handles[value["$handle"]]
 
 
 def _decode(value):
@@ -150,11 +166,31 @@ def _call(req):
     picked = out[grad["output"]] if grad.get("output") is not None else out
     if not isinstance(picked, torch.Tensor) or not picked.requires_grad:
         grads = [None] * len(inputs)
+    elif grad.get("cotangents") is not None:
+        grads = _stacked_grads(picked, inputs, _decode(grad["cotangents"]).to(picked.dtype),
+                               bool(grad.get("vectorize")))
     else:
         cot = _decode(grad["cotangent"]) if grad.get("cotangent") else torch.ones_like(picked)
         grads = torch.autograd.grad(picked, inputs, grad_outputs=cot.to(picked.dtype),
                                     allow_unused=True)
     return {"$dict": {"value": _encode(out), "grads": _encode(list(grads))}}
+
+
+def _stacked_grads(out, inputs, cots, vectorize):
+    """The vector-Jacobian products of ``out`` for each of the K stacked ``cots``: per input,
+    (K, *input.shape) (None where no gradient reaches it). ``vectorize``: one batched
+    backward (vmap) where the student's ops allow it, else one backward per cotangent."""
+    torch = _torch()
+    if vectorize:
+        try:
+            return torch.autograd.grad(out, inputs, grad_outputs=cots, retain_graph=True,
+                                       allow_unused=True, is_grads_batched=True)
+        except Exception:  # noqa: BLE001 - an op vmap cannot batch: one at a time
+            pass
+    rows = [torch.autograd.grad(out, inputs, grad_outputs=c, retain_graph=True,
+                                allow_unused=True) for c in cots]
+    return [None if rows[0][i] is None else torch.stack([r[i] for r in rows])
+            for i in range(len(inputs))] if rows else [None] * len(inputs)
 
 
 def _load_checkpoint(req):
@@ -270,9 +306,14 @@ def _batch(req):
     """Answer every step of ``req["steps"]`` in order, each on its own (one failing step does
     not stop the others). A step past ``step_timeout_s`` ends the batch (the rest come back
     ``skipped``); once the answers pass ``max_bytes`` of JSON the rest come back
-    ``deferred`` (not run) for the grader to send again, so one reply stays bounded."""
+    ``deferred`` (not run) for the grader to send again, so one reply stays bounded. A
+    step may name what an earlier step kept (``{"$back": n}``: n steps before it), so a
+    chain of dependent calls is one request too."""
     steps, seconds = req["steps"], float(req.get("step_timeout_s") or 0)
-    budget, used, out = int(req.get("max_bytes") or 0), 0, []
+    budget, used, out = int(req.get("max_bytes") or 0), 0, _answered
+    if not req.get("resume"):          # a resumed batch (the deferred rest) keeps what came before
+        del out[:]
+    start = len(out)
     for n, step in enumerate(steps):
         if step.get("op") == "batch":
             raise ValueError("a batch cannot hold a batch")
@@ -287,7 +328,7 @@ def _batch(req):
             break
         if budget:
             used += len(json.dumps(item))
-    return out
+    return out[start:]
 
 
 def _dispatch(req):
