@@ -19,14 +19,14 @@ from typing import Any, Callable
 import torch
 from hypothesis import strategies as st
 
+from .harness import gather
 from ..data import digits
-from ..batching import gather
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .params import choice, integer, list_of
 from ..report.values import text as show
+from .params import choice, integer, list_of
+from .harness import run_property
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
 
 __all__ = ["interpolation_weights", "points_per_example", "recorded_rows", "quadratic_penalty",
            "expected_train_step", "penalty_case", "train_step_case", "unit_critic"]

@@ -10,7 +10,6 @@ on the evaluation data gets no likelihood credit: its "NLL" is not a likelihood.
 from __future__ import annotations
 
 import functools
-
 import math
 from typing import Any
 
@@ -18,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import together
+from .harness import together
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle
 from .compare import Tolerance, mismatch
 from .params import boolean, integer
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Metric, Verdict, check
 
 __all__ = ["bernoulli_log_prob", "poisson_binomial_pvalues"]
 
@@ -203,7 +202,8 @@ def check_ar_sample_consistency(ctx: CheckContext, params: dict[str, Any]) -> Ve
 
 
 @check("ar_test_nll", required=("zero_at", "full_at"), optional=("model", "data", "causal"),
-       types={"causal": boolean()})
+       types={"causal": boolean()},
+       metric=Metric("test_nll_nats", False))
 def check_ar_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL (nats per image) computed by the grader from the model's logits, credited
     linearly from ``zero_at`` (0) to ``full_at`` (1); no credit when the logits are not causal."""

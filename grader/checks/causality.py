@@ -42,14 +42,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..batching import together
+from .harness import together
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .functions import _examples, _infer_dims, _student_error, _verdict_of, target
-from .params import VOCABULARY, boolean, choice, integer, list_of
 from ..report.values import text as show
+from .harness import examples, infer_dims, run_property, student_error, target, verdict_of
+from .params import VOCABULARY, boolean, choice, integer, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
 
 __all__ = ["positions", "unpositions", "dependence", "allowed_mask", "build_module",
            "backprop_dependence", "first_violation", "required", "unseen", "confirm_missing",
@@ -364,7 +363,7 @@ def _evidence(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any]
     with re-drawn parameters (a zero-initialised layer) and a batch of 32 other inputs (a
     unit that is off here)."""
     spec = next(iter(params["inputs"].values()))
-    dims = _infer_dims(example, params)
+    dims = infer_dims(example, params)
     redrawn = [f for f in (_redrawn(ctx, params, dims, ctx.seed + k) for k in (1, 2))
                if f is not None]
     return redrawn, _fresh(x, spec, gen, _OTHER_INPUTS)
@@ -408,7 +407,7 @@ def _check_perturbations(ctx: CheckContext, params: dict[str, Any], example: dic
                         for changed in inputs])
     for s, answer in enumerate(answers, 1):
         if isinstance(answer.error, StudentException):
-            raise _student_error(answer.error, example) from None
+            raise student_error(answer.error, example) from None
         if answer.error is not None:
             raise answer.error
         y2 = answer.value
@@ -452,14 +451,14 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     counts = {"grad_calls": 0, "perturb_calls": 0}
 
     def prop(example: dict[str, Any]) -> None:
-        dims = _infer_dims(example, params)
+        dims = infer_dims(example, params)
         x = torch.as_tensor(example[name]).float()
         ce = {"inputs": example}
         try:
             fn = _callable(ctx, params, dims)
             y = ctx.kernel.call(fn, x, seed=ctx.seed)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         if not torch.is_tensor(y) or y.dim() < 2 or y.shape[0] != x.shape[0]:
             raise PropertyFailure(f"expected a tensor with the batch size {x.shape[0]} first, got "
                                   f"{show(y)[:120]}", ce)
@@ -471,15 +470,15 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         try:
             _check_dependence(ctx, params, example, fn, x, y, gen)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         counts["grad_calls"] += steps
         if params.get("perturb", True):
             counts["perturb_calls"] += _check_perturbations(ctx, params, example, fn, x, y, gen)
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", min(ctx.max_examples, 10))))
     rule = "<= t" if offset == 0 else "< t"
-    return _verdict_of(failure, tried, f"output t depends only on inputs at positions {rule} "
+    return verdict_of(failure, tried, f"output t depends only on inputs at positions {rule} "
                        f"(gradients and perturbations, {tried} generated inputs)", **counts)
 
 

@@ -20,16 +20,14 @@ from hypothesis import strategies as st
 
 from ..errors import StudentException
 from ..protocol import Back, Call, Get, Name
-from .compare import Tolerance, mismatch, normal_moment_test
-from .functions import (_examples, _infer_dims, _precision, _student_error, _tensors,
-                        _verdict_of, judge_with_float32_retry, preflight, target)
-from .params import choice, integer, interval, list_of, mapping, number, string
 from ..report.values import text as show
+from .compare import Tolerance, mismatch, normal_moment_test
+from .harness import run_property
+from .params import choice, integer, interval, list_of, mapping, number, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
 
 __all__ = ["gaussian_chain_law", "point_mass_case", "gaussian_case", "posterior_variance",
-           "broadcast_outputs", "last_step_mean"]
+           "last_step_mean"]
 
 Tensor = torch.Tensor
 
@@ -96,27 +94,6 @@ def posterior_variance(betas: Tensor, t: int) -> float:
     return float(b[t] * (1 - prev) / (1 - ab[t]))
 
 
-def broadcast_outputs(actual: Any, expected: Any, shape: tuple[int, ...]) -> tuple[Any, str | None]:
-    """Each tensor of ``actual`` broadcast to ``shape`` (as ``expected`` is); why not, else."""
-    if isinstance(expected, (tuple, list)):
-        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
-            return actual, (f"expected a tuple of {len(expected)}, got "
-                            f"{type(actual).__name__}")
-        out = []
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            b, why = broadcast_outputs(a, e, shape)
-            if why:
-                return actual, f"output[{i}]: {why}"
-            out.append(b)
-        return tuple(out), None
-    if not isinstance(actual, Tensor):
-        return actual, f"expected a tensor, got {type(actual).__name__}"
-    try:
-        return torch.broadcast_to(actual, shape), None
-    except RuntimeError:
-        return actual, f"shape {tuple(actual.shape)} does not broadcast to {shape}"
-
-
 def _failure(message: str, inputs: dict[str, Any], expected: Any = None,
              actual: Any = None) -> PropertyFailure:
     return PropertyFailure(message, {"inputs": inputs,
@@ -137,57 +114,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, float):
         return value
     return None
-
-
-# ----------------------------------------------------------------------------- vs reference
-@check("matches_reference_broadcast", required=("inputs", "broadcast_to"),
-       optional=("function", "module", "model", "method", "dims", "args", "reference", "rtol",
-                 "atol", "rtol32", "atol32", "precision", "max_examples"),
-       types={"broadcast_to": string()})
-def check_matches_reference_broadcast(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """Like ``matches_reference``, but each output is first broadcast to the shape of the
-    input ``broadcast_to`` (as the reference's is): a variance of shape (B, 1, 1, 1) or of
-    x0's shape are both right, one that does not broadcast to x0's is wrong. A float64 miss
-    is re-run in float32 as ``matches_reference`` does (``judge_with_float32_retry``): float32
-    coefficients applied to float64 inputs are float32 code, not a wrong answer."""
-    reference = ctx.ref(params.get("reference") or params.get("function"))
-    preflight(ctx, params)
-    strategy = _examples(params)
-    state: dict[str, Any] = {}
-    like = params["broadcast_to"]
-
-    def run(example: dict[str, Any], precision: str) -> Any:
-        dtype = torch.float64 if precision == "float64" else torch.float32
-        try:
-            fn = target(ctx, params, _infer_dims(example, params), precision)
-            return ctx.kernel.call(fn, *_tensors(example, params, dtype), seed=ctx.seed)
-        except StudentException as exc:
-            raise _student_error(exc, example) from None
-
-    def prop(example: dict[str, Any]) -> None:
-        if "precision" not in state:
-            state["precision"] = _precision(ctx, params, example)
-        precision = state["precision"]
-        actual = run(example, precision)
-        shape = tuple(example[like].shape)
-        expected = reference(*_tensors(example, params, torch.float64))
-        expected, _ = broadcast_outputs(expected, expected, shape)
-        actual_b, why = broadcast_outputs(actual, expected, shape)
-        if why is None:
-            why, inside = judge_with_float32_retry(
-                actual_b, expected, params, precision,
-                lambda: broadcast_outputs(run(example, "float32"), expected, shape)[0])
-            state["float32_inside"] = state.get("float32_inside", 0) + inside
-        if why:
-            raise PropertyFailure(why, {"inputs": example,
-                                        "expected": expected, "actual": actual})
-
-    tried, failure = run_property(strategy, prop, int(params.get("max_examples",
-                                                                   ctx.max_examples)))
-    extra = {"float32_inside": state["float32_inside"]} if state.get("float32_inside") else {}
-    return _verdict_of(failure, tried, f"matches the reference on {tried} generated inputs "
-                       f"(outputs broadcast to {like}'s shape)", precision=state.get("precision"),
-                       **extra)
 
 
 # ----------------------------------------------------------------------------- known values

@@ -33,11 +33,12 @@ from hypothesis.extra import numpy as hnp
 from ..envs import TMaze
 from ..errors import StudentException
 from ..protocol import Name
+from ..report.values import text as show
 from .compare import Tolerance, mismatch
 from .params import boolean, integer, one_of, string
-from ..report.values import text as show
+from .harness import run_property
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import keyed, run_property
+from .strategies import keyed
 
 __all__ = ["discrete_inputs", "stochastic_array", "free_energy", "played_episodes",
            "ENVIRONMENTS"]

@@ -29,11 +29,11 @@ import torch
 
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .functions import _student_error, _verdict_of
+from .harness import run_property, student_error, verdict_of
 from .numeric import jacobian_mismatch
 from .params import boolean, choice, integer, interval, list_of, number, string
-from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import input_sets, run_property
+from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
+from .strategies import input_sets
 
 __all__ = ["normal_log_prob", "slogdet", "grid", "logdet_problem", "logdet_noise",
            "round_trip_error", "rounding_floor", "flow_nll", "NOISE_FACTOR"]
@@ -236,11 +236,11 @@ def _property(ctx: CheckContext, params: dict[str, Any],
     def prop(example: dict[str, Any]) -> None:
         try:
             if "precision" not in state:
-                state["precision"] = _precision(ctx, params, example, methods)
+                state["precision"] = choose_precision(ctx, params, example, methods)
             flow = _build(ctx, params, example, state["precision"])
             body(flow, example, state["precision"])
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         except _Bad as exc:
             raise PropertyFailure(str(exc), {"inputs": example,
                                              "expected": None, "actual": None}) from None
@@ -251,7 +251,7 @@ def _property(ctx: CheckContext, params: dict[str, Any],
     return tried, failure, state.get("precision", "float64")
 
 
-def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
+def choose_precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
                methods: tuple[str, ...]) -> str:
     """float64 when each of ``methods`` of a float64 copy runs and answers in float64."""
     if params.get("precision") in ("float32", "float64"):
@@ -299,7 +299,7 @@ def check_flow_invertibility(ctx: CheckContext, params: dict[str, Any]) -> Verdi
                             actual=miss[1])
 
     tried, failure, precision = _property(ctx, params, body, ("forward", "inverse"))
-    return _verdict_of(failure, tried, f"inverse(forward(x)) = x on {tried} generated inputs "
+    return verdict_of(failure, tried, f"inverse(forward(x)) = x on {tried} generated inputs "
                                        f"({precision})", precision=precision)
 
 
@@ -368,7 +368,7 @@ def check_flow_logdet(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     tried, failure, precision = _property(ctx, params, body, methods)
     what = "logdet = log|det J|" if compare == "jacobian" else \
         "inverse's logdet = -forward's logdet"
-    return _verdict_of(failure, tried, f"{what} on {tried} generated inputs ({precision})",
+    return verdict_of(failure, tried, f"{what} on {tried} generated inputs ({precision})",
                        precision=precision)
 
 
@@ -450,7 +450,7 @@ def check_flow_structure(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
     methods = ("forward", "inverse") if mask_name else ("forward",)
     tried, failure, precision = _property(ctx, params, body, methods)
-    return _verdict_of(failure, tried, f"the structure holds on {tried} generated inputs",
+    return verdict_of(failure, tried, f"the structure holds on {tried} generated inputs",
                        precision=precision)
 
 
@@ -482,7 +482,7 @@ def check_flow_log_prob(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                         actual=got)
 
     tried, failure, precision = _property(ctx, params, body, ("forward", method))
-    return _verdict_of(failure, tried, f"{method} = log N(z) + logdet on {tried} generated "
+    return verdict_of(failure, tried, f"{method} = log N(z) + logdet on {tried} generated "
                                        f"inputs ({precision})", precision=precision)
 
 
@@ -535,7 +535,8 @@ def check_flow_density_integral(ctx: CheckContext, params: dict[str, Any]) -> Ve
 @check("flow_test_nll", required=("model", "zero_at", "full_at"),
        optional=("data", "unit", "levels", "verify", "atol", "fd_eps"),
        types={"unit": choice("nats", "bits_per_dim")("nats"), "levels": integer(min=2),
-              "verify": integer(min=0)(8)})
+              "verify": integer(min=0)(8)},
+       metric=Metric("test_nll", False))
 def check_flow_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL -(log N(z) + logdet) computed by the grader from the model's forward, in
     nats per example or bits/dim; linear credit from ``zero_at`` to ``full_at``. No credit

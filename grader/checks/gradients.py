@@ -32,14 +32,13 @@ from typing import Any, Callable
 import torch
 
 from ..errors import StudentException
+from ..report.values import text as show
 from .compare import Tolerance, mismatch
-from .functions import (_arg_names, _examples, _infer_dims, _precision, _student_error,
-                        _tensors, _verdict_of, preflight, target)
+from .harness import (arg_names, choose_precision, examples, infer_dims, preflight, run_property,
+                      student_error, target, tensors, verdict_of)
 from .numeric import gradient_mismatch
 from .params import LITERAL_INPUTS
-from ..report.values import text as show
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
 
 __all__ = ["elementwise_rel_error", "normwise_rel_error", "reference_gradients",
            "judge_gradients"]
@@ -140,18 +139,18 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
     def prop(example: dict[str, Any]) -> None:
         if "precision" not in state:
-            state["precision"] = _precision(ctx, params, example)
+            state["precision"] = choose_precision(ctx, params, example)
 
         def run(precision: str) -> Any:
             dtype = torch.float64 if precision == "float64" else torch.float32
             try:
-                fn = target(ctx, params, _infer_dims(example, params), precision)
-                return ctx.kernel.call(fn, *_tensors(example, params, dtype), seed=ctx.seed)
+                fn = target(ctx, params, infer_dims(example, params), precision)
+                return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
             except StudentException as exc:
-                raise _student_error(exc, example) from None
+                raise student_error(exc, example) from None
 
-        fwd_args = _tensors(example, {**params, "args": fwd_names}, torch.float64)
-        cot = _tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]
+        fwd_args = tensors(example, {**params, "args": fwd_names}, torch.float64)
+        cot = tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]
         auto = reference_gradients(forward, fwd_args, wrt, cot, fd_eps, fd_tol, ctx.seed)
         actual, why = judge_gradients(run, auto, returns, state["precision"], tol, tol32)
         if why:
@@ -160,9 +159,9 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                 "expected": tuple(auto) if len(auto) > 1 else auto[0],
                 "actual": actual})
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
-    return _verdict_of(failure, tried, f"gradients w.r.t. {', '.join(returns)} match autograd "
+    return verdict_of(failure, tried, f"gradients w.r.t. {', '.join(returns)} match autograd "
                        f"of the reference (confirmed by finite differences) on {tried} "
                        "generated inputs",
                        precision=state.get("precision"))
@@ -250,10 +249,10 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     check depends on re-seeding reproducing the student's noise. Inputs are fixed in the
     rubric; float64 where the code allows it.
     """
-    names = _arg_names(params)
+    names = arg_names(params)
     base = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
     wrt = [names.index(w) for w in params["wrt"]]
-    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+    precision = choose_precision(ctx, {**params, "inputs": {k: {} for k in names}},
                            dict(zip(names, [b.numpy() for b in base])))
     dtype = torch.float64 if precision == "float64" else torch.float32
     f64 = precision == "float64"
@@ -318,7 +317,7 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         raise KeyError(f"inputs must include `{mu_name}` and `{lv_name}`")
     args = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
     i_mu, i_lv = names.index(mu_name), names.index(lv_name)
-    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+    precision = choose_precision(ctx, {**params, "inputs": {k: {} for k in names}},
                            dict(zip(names, [a.numpy() for a in args])))
     dtype = torch.float64 if precision == "float64" else torch.float32
     tol = Tolerance(float(params.get("rtol", 1e-6 if precision == "float64" else 1e-4)),

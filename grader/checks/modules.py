@@ -15,10 +15,9 @@ import torch
 from ..errors import StudentException
 from ..protocol import Attr
 from .compare import Tolerance, mismatch
-from .functions import _examples, _infer_dims, _verdict_of, target
+from .harness import examples, infer_dims, run_property, target, verdict_of
 from .params import anything, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import run_property
 
 __all__ = ["library_module", "arrange"]
 
@@ -101,7 +100,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
         return handle
 
     def run(example: dict[str, Any], precision: str) -> None:
-        dims = _infer_dims(example, params)
+        dims = infer_dims(example, params)
         dtype = torch.float64 if precision == "float64" else torch.float32
         lib = library_module(params["torch"], torch_args, dims, ctx.seed, dtype)
         weights = {k: v.detach().clone() for k, v in lib.state_dict().items()}
@@ -164,8 +163,8 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
             pass                                   # a real difference: report it in float64
         return "float64"
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
-    return _verdict_of(failure, tried, f"equals torch.nn.{params['torch']} with the same weights "
+    return verdict_of(failure, tried, f"equals torch.nn.{params['torch']} with the same weights "
                        f"on {tried} generated inputs ({state.get('precision')})",
                        precision=state.get("precision"))

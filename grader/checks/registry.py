@@ -17,7 +17,8 @@ from ..errors import MissingName, StudentException
 from ..protocol import Handle, KernelProxy, Name
 from .params import Param, declarations
 
-__all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec"]
+__all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec",
+           "Metric"]
 
 
 @dataclass
@@ -60,17 +61,29 @@ class CheckSpec:
     doc: str
     types: dict[str, Param] = field(default_factory=dict)
     undeclared: tuple[str, ...] = ()        # parameters with no declaration (a test refuses)
+    metric: Metric | None = None            # a metric credited between calibrated anchors
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 _PENDING = object()          # a memo value some task is computing now
 
 
+@dataclass(frozen=True)
+class Metric:
+    """What a threshold check measures, for ``grader calibrate``: the verdict's ``details``
+    key holding the value, and whether higher is better. Its anchors are the item's
+    ``zero_at`` (no credit) and ``full_at`` (full credit)."""
+
+    detail: str
+    higher_is_better: bool
+
+
 def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (),
-          types: dict[str, Param] | None = None
+          types: dict[str, Param] | None = None, metric: Metric | None = None
           ) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
     """Register ``fn`` as the check ``kind`` taking these rubric ``params``; ``types``
-    declares those the shared vocabulary does not, or means otherwise here."""
+    declares those the shared vocabulary does not, or means otherwise here; ``metric``
+    makes it a threshold check that ``grader calibrate`` knows how to anchor."""
 
     def register(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
         if kind in REGISTRY:
@@ -79,7 +92,7 @@ def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...
         declared, undeclared = declarations(kind, names, types)
         REGISTRY[kind] = CheckSpec(kind, fn, frozenset(required), frozenset(optional),
                                    (fn.__doc__ or "").strip().split("\n")[0], declared,
-                                   tuple(undeclared))
+                                   tuple(undeclared), metric)
         return fn
 
     return register
