@@ -82,6 +82,15 @@ def plain(folders: list[Path], root: Path, workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def round_trips(out: Path) -> float:
+    """The mean round trips into the kernel per graded submission (the reports' timings)."""
+    import json
+
+    trips = [json.loads(p.read_text())["timings"].get("round_trips", 0)
+             for p in out.glob("students/*/report.json")]
+    return sum(trips) / max(1, len(trips))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,18 +120,19 @@ def main() -> None:
                     raise SystemExit(f"graded {result.graded} of {args.n}, "
                                      f"{result.errors} errors")
                 print(f"workers {workers}, warm {warm}: {seconds:.1f} s", file=sys.stderr)
-                rows.append((workers, warm, seconds, plain_s))
-        one = {warm: s for w, warm, s, _ in rows if w == min(counts)}
+                rows.append((workers, warm, seconds, plain_s, round_trips(out)))
+        one = {warm: s for w, warm, s, _, _ in rows if w == min(counts)}
         print(f"\n{args.n} backprop submissions (every item, sandboxed); plain = the same "
               "notebooks' code as `python` subprocesses\n")
         print("| workers | warm pool | seconds | submissions/min | s/submission | "
-              "speed-up vs 1 worker | plain s/submission | overhead ratio |")
-        print("|---|---|---|---|---|---|---|---|")
-        for workers, warm, seconds, plain_s in rows:
+              "speed-up vs 1 worker | plain s/submission | overhead ratio | "
+              "round trips/submission |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for workers, warm, seconds, plain_s, trips in rows:
             per, plain_per = seconds / args.n, plain_s / args.n
             print(f"| {workers} | {'yes' if warm else 'no (--no-warm)'} | {seconds:.1f} | "
                   f"{args.n / seconds * 60:.1f} | {per:.2f} | {one[warm] / seconds:.2f}x | "
-                  f"{plain_per:.2f} | {per / plain_per:.2f} |")
+                  f"{plain_per:.2f} | {per / plain_per:.2f} | {trips:.1f} |")
     finally:
         if args.keep:
             print(f"kept {root}", file=sys.stderr)

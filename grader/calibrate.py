@@ -26,20 +26,17 @@ from typing import Callable
 
 import nbformat
 
+from .checks.registry import REGISTRY, Metric
 from .errors import CourseError
 from .pipeline import find_course, grade
 from .rubric import Rubric, load_rubric
 
-__all__ = ["METRICS", "Anchor", "calibrate", "write_anchors", "reference_submission"]
+__all__ = ["metrics", "Anchor", "calibrate", "write_anchors", "reference_submission"]
 
-# check kind -> (the detail holding its metric, True when higher is better)
-METRICS: dict[str, tuple[str, bool]] = {
-    "sample_fid": ("fid", False),
-    "test_elbo": ("test_elbo_nats", True),
-    "ar_test_nll": ("test_nll_nats", False),
-    "test_accuracy": ("test_accuracy", True),
-    "flow_test_nll": ("test_nll", False),
-}
+def metrics() -> dict[str, Metric]:
+    """Check kind -> what it measures, for every threshold check (each declares its
+    ``metric`` on its ``@check``: the one place that says so)."""
+    return {kind: spec.metric for kind, spec in REGISTRY.items() if spec.metric is not None}
 
 
 @dataclass
@@ -92,7 +89,7 @@ def reference_submission(course: Path, rubric: Rubric, folder: Path,
 def _values(report: dict, anchors: dict[str, Anchor], kinds: dict[str, str]) -> dict[str, float]:
     out = {}
     for item in report["items"]:
-        key = METRICS[kinds[item["id"]]][0]
+        key = metrics()[kinds[item["id"]]].detail
         if key in item["details"]:
             out[item["id"]] = float(item["details"][key])
     return out
@@ -104,11 +101,12 @@ def calibrate(lab: str, *, course: str | Path | None = None, seeds: int = 5,
     note = progress or (lambda _m: None)
     course_dir = find_course(course)
     rubric = load_rubric(course_dir / "rubrics" / f"{lab}.yaml")
-    kinds = {i.id: i.check for i in rubric.items if i.check in METRICS}
+    known = metrics()
+    kinds = {i.id: i.check for i in rubric.items if i.check in known}
     if not kinds:
         raise CourseError(f"{rubric.path}: no item uses a calibrated check "
-                          f"({', '.join(sorted(METRICS))})")
-    anchors = {i: Anchor(i, METRICS[k][1]) for i, k in kinds.items()}
+                          f"({', '.join(sorted(known))})")
+    anchors = {i: Anchor(i, known[k].higher_is_better) for i, k in kinds.items()}
     with tempfile.TemporaryDirectory(prefix="grader-calibrate-") as tmp:
         ref = reference_submission(course_dir, rubric, Path(tmp) / "reference")
         for seed in range(seeds):

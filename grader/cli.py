@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                                                             "(default: ./grader-demo)")
     demo.add_argument("--course", help=argparse.SUPPRESS)
     demo.add_argument("--assignment", help="one lab (default: every lab with examples)")
+    demo.add_argument("--workers", type=int, help="parallel gradings (default: the cores)")
     demo.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -190,7 +191,15 @@ def _write(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
-    """Grade every bundled example of one lab, or of every lab that has examples."""
+    """Grade every bundled example of one lab, or of every lab that has examples, as a TA
+    grades a class: ``grader batch`` per lab (parallel workers, warm kernels, a gradebook,
+    the exports and the class dashboard), then one table of them all."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .batch import run_batch
+    from .batch.ingest import slug
     from .pipeline import find_course
 
     course = find_course(args.course)
@@ -200,27 +209,42 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     if not labs or not all((course / "assignments" / lab / "examples").is_dir() for lab in labs):
         raise CourseError(f"{course}: no bundled examples for {', '.join(labs) or 'any lab'}")
     out = Path(args.out)
-    table = Table(title="grader demo: the bundled examples")
+    table = Table(title="grader demo: the bundled examples, graded by `grader batch`")
     for col in ("lab", "example", "score", "items not passed", "time"):
         table.add_column(col, overflow="fold")
-    review = False
-    for lab in labs:
-        examples = course / "assignments" / lab / "examples"
-        for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
-            t0 = time.perf_counter()
-            report = _grade(argparse.Namespace(**{**vars(args), "course": str(course),
-                                                  "assignment": lab}), str(folder), False,
-                            console)
-            _write(report, out / lab / folder.name)
-            console.print(f"graded {lab}/{folder.name}: {report['score']:.4g} / "
-                          f"{report['max_score']:g}")
-            failed = [i["id"] + (" (needs review)" if i["needs_review"] else "")
-                      for i in report["items"] if i["outcome"] != "passed"]
-            review |= bool(_review(report))
-            table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
-                          ", ".join(failed) or "-", f"{time.perf_counter() - t0:.1f} s")
+    review, started = False, time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        for lab in labs:
+            task = bar.add_task(lab, total=None)
+
+            def progress(done: int, total: int, message: str, task: Any = task,
+                         lab: str = lab) -> None:
+                bar.update(task, completed=done, total=total, description=f"{lab}: {message}"[:60])
+
+            examples = course / "assignments" / lab / "examples"
+            result = run_batch(examples, lab, out / lab, course=course, workers=args.workers,
+                               regrade=True, sandbox=not args.unsafe_no_sandbox,
+                               progress=progress)
+            review |= bool(result.needs_review)
+            for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+                path = out / lab / "students" / slug(folder.name) / "report.json"
+                if not path.is_file():
+                    table.add_row(lab, folder.name, "error", "could not be graded (see "
+                                  f"{out / lab / 'dashboard.html'})", "-")
+                    continue
+                report = json.loads(path.read_text())
+                failed = [i["id"] + (" (needs review)" if i["needs_review"] else "")
+                          for i in report["items"] if i["outcome"] != "passed"]
+                table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
+                              ", ".join(failed) or "-", f"{report['timings']['total_s']:.1f} s")
     console.print(table)
-    console.print(f"Reports: {out.resolve()}/<lab>/<example>/report.html (and report.json)")
+    root = out.resolve()
+    console.print(f"{sum(1 for _ in root.glob('*/students/*/report.json'))} reports in "
+                  f"{time.perf_counter() - started:.0f} s: {root}/<lab>/students/<example>/"
+                  "report.html (and report.json)", highlight=False)
+    console.print(f"Class dashboards, gradebooks and LMS exports: {root}/<lab>/dashboard.html, "
+                  "gradebook.sqlite, brightspace.csv, canvas.csv", highlight=False)
     return EXIT_REVIEW if review else EXIT_OK
 
 

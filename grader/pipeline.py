@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import importlib.util
 import os
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
+from .batching import together
 from .checks import REGISTRY, CheckContext, Verdict
 from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
                      ProtocolError, SandboxUnavailable, StudentException)
@@ -312,8 +314,11 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                 return ready
         return _start_kernel(sub.files, limits, sandbox=sandbox, gpu=device.startswith("cuda"))
 
+    proxies: list[KernelProxy] = []      # one per kernel (a revived kernel gets its own)
+
     def context(session: KernelSession) -> CheckContext:
-        return CheckContext(kernel=KernelProxy(session, device), reference=reference,
+        proxies.append(KernelProxy(session, device))
+        return CheckContext(kernel=proxies[-1], reference=reference,
                             seed=rubric.seed, max_examples=rubric.max_examples, device=device)
 
     record = ExecutionRecord(parameters=params)
@@ -324,7 +329,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     kernel_start_s = run.session.start_s if run.session is not None else 0.0
     t_checks = time.perf_counter()
     try:
-        results = [run.item(item, reference) for item in items]
+        results = run.items(items, reference)
     finally:
         peak = run.close()
     record.kernel_died |= run.revivals > 0
@@ -356,7 +361,10 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                       "warm_kernel": asked["got"]},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
-                    "setup_s": round(t_kernel - t_start, 3)},
+                    "setup_s": round(t_kernel - t_start, 3),
+                    "round_trips": sum(p.calls for p in proxies),
+                    "batched_calls": sum(p.steps for p in proxies),
+                    "kernel_calls_s": round(sum(p.kernel_s for p in proxies), 3)},
         "versions": _versions(rubric),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "warnings": warnings,
@@ -370,6 +378,9 @@ def _warm_kernel(warm: Callable[[dict[str, Path], Any], KernelSession | None],
         return warm(files, limits)
     except Exception:  # noqa: BLE001
         return None
+
+
+_KERNEL_WIDE = {"kernel_died", "timeout", "protocol"}   # may hit every item checked together
 
 
 class _Run:
@@ -395,6 +406,22 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
             self.session, self.failure = None, _not_started(exc, _grader_traceback())
         self.replay_failed |= record.replay_failed
+
+    def items(self, items: list[Item], reference: Any) -> list[dict[str, Any]]:
+        """The report items, checked together (:func:`grader.batching.together`): every
+        item's calls into the kernel share round trips. An item that ends with the kernel
+        (it died, a call ran out of time, a reply was refused) may only have been in the
+        company of the item that caused it: each such item is checked again on its own,
+        in order, after the kernel is revived, so it gets the verdict it gets alone.
+        A kit's check records or replays inputs item by item, so it checks one at a time."""
+        if getattr(reference, "examples", None) is not None or len(items) < 2:
+            return [self.item(item, reference) for item in items]
+        results = [r.get() for r in together([functools.partial(self.item, item, reference)
+                                              for item in items])]
+        for n, item in enumerate(items):
+            if results[n].get("error_kind") in _KERNEL_WIDE:
+                results[n] = self.item(item, reference)
+        return results
 
     def item(self, item: Item, reference: Any) -> dict[str, Any]:
         """The report item for ``item``; never raises for the kernel's or a check's sake."""

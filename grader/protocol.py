@@ -16,17 +16,19 @@ import queue
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, NoReturn
 
 import numpy as np
 import torch
 
-from .errors import ExecutionTimeout, KernelDied, ProtocolError, StudentException
+from .errors import (ExecutionTimeout, KernelDied, ProtocolError, StudentException,
+                     SubmissionError)
 from .sandbox import KernelSession
 
-__all__ = ["Name", "Handle", "Attr", "KernelProxy", "encode", "decode"]
+__all__ = ["Name", "Handle", "Attr", "Back", "Call", "Get", "KernelProxy", "Outcome", "encode",
+           "decode"]
 
 MIME = "application/vnd.grader.reply+json"
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
@@ -35,6 +37,7 @@ _MAX_DEPTH = 16
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_ITEMS = 100_000
 _MAX_PROMPT = 4096            # bytes of one input_request the grader will read (remote objects)
+_INLINE_BYTES = 64 << 10      # a request up to this size goes as code, a larger one over stdin
 
 StdinHandler = Callable[[Any], Any]
 
@@ -71,12 +74,53 @@ class Attr:
         return {"$attr": [self.obj.wire(), self.name]}
 
 
-Ref = Name | Handle | Attr
+@dataclass(frozen=True)
+class Back:
+    """What the call ``steps`` places earlier in the same :meth:`KernelProxy.run` kept
+    (``keep=True``): ``Back(1)`` is the previous call's result, left in the kernel."""
+
+    steps: int = 1
+
+    def wire(self) -> dict[str, Any]:
+        return {"$back": self.steps}
+
+
+Ref = Name | Handle | Attr | Back
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call for :meth:`KernelProxy.run`: ``target(*args, **kwargs)`` with the options
+    of :meth:`KernelProxy.call` (``keep`` leaves the result in the kernel for a later
+    ``Back``)."""
+
+    target: Ref
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    keep: bool = False
+    no_grad: bool = True
+    dtype: str | None = None
+
+    def request(self) -> dict[str, Any]:
+        return {"op": "call", "target": self.target.wire(), "args": [encode(a) for a in self.args],
+                "kwargs": {k: encode(v) for k, v in self.kwargs.items()}, "seed": self.seed,
+                "dtype": self.dtype, "no_grad": self.no_grad, "keep": self.keep}
+
+
+@dataclass(frozen=True)
+class Get:
+    """One step for :meth:`KernelProxy.run`: the value of ``target`` as data (``get``)."""
+
+    target: Ref
+
+    def request(self) -> dict[str, Any]:
+        return {"op": "get", "target": self.target.wire(), "keep": False}
 
 
 def encode(value: Any) -> Any:
     """Grader data -> JSON for the kernel."""
-    if isinstance(value, (Name, Handle, Attr)):
+    if isinstance(value, (Name, Handle, Attr, Back)):
         return value.wire()
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
@@ -139,6 +183,38 @@ def decode(value: Any, depth: int = 0) -> Any:
     raise ProtocolError(f"unknown value in the kernel's reply: keys {sorted(value)[:5]}")
 
 
+def _payload_first(nonce: str, b64: str, then: StdinHandler | None) -> StdinHandler:
+    """A stdin handler that answers the kernel's question for request ``nonce`` with the
+    request (once), and every other question as ``then`` does (none: a refusal)."""
+    state = {"sent": False}
+
+    def answer(question: Any) -> Any:
+        if (not state["sent"] and isinstance(question, dict)
+                and question.get("$request") == nonce):
+            state["sent"] = True
+            return b64
+        if then is None:
+            return {"ok": False, "error": "no input is available while the grader calls"}
+        return then(question)
+
+    return answer
+
+
+class Outcome:
+    """One request's answer: its decoded value, or the ``SubmissionError`` it ended in."""
+
+    __slots__ = ("_value", "error")
+
+    def __init__(self, value: Any = None, error: SubmissionError | None = None) -> None:
+        self._value, self.error = value, error
+
+    def value(self) -> Any:
+        """The answer; raises the error instead when there is one."""
+        if self.error is not None:
+            raise self.error
+        return self._value
+
+
 class KernelProxy:
     """Calls into one student kernel. Every method may raise a ``SubmissionError``.
 
@@ -152,7 +228,9 @@ class KernelProxy:
     def __init__(self, session: KernelSession, device: str | None = None) -> None:
         self.session = session
         self.device = None if device in (None, "cpu") else device
-        self.calls = 0
+        self.calls = 0            # round trips (execute requests)
+        self.steps = 0            # requests answered inside batches
+        self.kernel_s = 0.0       # seconds the kernel says it spent answering (timings only)
         self._installed = False
         self._stdin_failure: Exception | None = None
 
@@ -167,23 +245,117 @@ class KernelProxy:
 
     def request(self, op: str, timeout: float | None = None,
                 stdin_handler: StdinHandler | None = None, **fields: Any) -> Any:
+        """One request, answered now; or, inside :func:`grader.batching.together`, one step
+        of the batch that the grader sends once every task waits on the kernel (a call with
+        its own timeout or a ``stdin_handler`` always goes on its own)."""
+        if timeout is None and stdin_handler is None:
+            from .batching import batched
+
+            routed = batched(self, op, fields)
+            if routed is not None:
+                return routed.value()
+        reply = self._send({"op": op, **fields}, timeout, stdin_handler)
+        return self._outcome(reply).value()
+
+    def run(self, calls: list[Call | Get]) -> list[Outcome]:
+        """``calls`` in order, as one request (one round trip, or one step of the batch
+        inside :func:`grader.batching.together`); a call may use an earlier one's kept
+        result through :class:`Back` (a chain: each step on the last one's output)."""
+        from .batching import batched_many
+
+        steps = [c.request() for c in calls]
+        routed = batched_many(self, steps)
+        return routed if routed is not None else self.request_many(steps)
+
+    def request_many(self, steps: list[dict[str, Any]]) -> list[Outcome]:
+        """Answer ``steps`` (each ``{"op": ..., **fields}``) in one round trip, in order.
+
+        Each step's outcome stands alone: a step whose code raises, runs past
+        ``call_timeout_s`` (then the later steps are not run) or cannot be decoded fails on
+        its own; a failure of the whole request (the kernel died) is every step's outcome.
+        Answers past half of ``reply_mb`` are deferred by the kernel and asked again, so a
+        large batch costs more round trips, never an oversized reply.
+        """
+        self.steps += len(steps)
+        outcomes: list[Outcome] = []
+        limits = self.session.limits
+        while len(outcomes) < len(steps):
+            rest = steps[len(outcomes):]
+            timeout = max(limits.call_timeout_s,
+                          min(limits.call_timeout_s * len(rest), limits.total_timeout_s))
+            try:
+                sent = self._send({"op": "batch", "steps": rest, "resume": bool(outcomes),
+                                   "step_timeout_s": limits.call_timeout_s,
+                                   "max_bytes": limits.reply_mb << 19}, timeout + 5.0, None)
+                if sent.get("ok") is not True:
+                    self._outcome(sent).value()        # raises the kernel's own error
+                reply = sent.get("value")
+                if not isinstance(reply, list) or len(reply) != len(rest):
+                    raise ProtocolError("the kernel's batch reply does not answer its steps")
+            except SubmissionError as exc:
+                return outcomes + [Outcome(error=exc)] * len(rest)
+            answered = 0
+            for item in reply:
+                if isinstance(item, dict) and item.get("deferred") is True:
+                    break
+                outcomes.append(self._step_outcome(item, limits.call_timeout_s))
+                answered += 1
+            if not answered:
+                error = ProtocolError("the kernel deferred every step of a batch")
+                return outcomes + [Outcome(error=error)] * len(rest)
+        return outcomes
+
+    def _step_outcome(self, item: Any, seconds: float) -> Outcome:
+        if isinstance(item, dict) and item.get("timeout") is True:
+            return Outcome(error=ExecutionTimeout(
+                f"the call took longer than {seconds:g} s and was interrupted"))
+        if isinstance(item, dict) and item.get("skipped") is True:
+            return Outcome(error=ExecutionTimeout(
+                "not run: an earlier call of the same request ran out of time"))
+        try:
+            return self._outcome(item)
+        except ProtocolError as exc:
+            return Outcome(error=exc)
+
+    def _send(self, request: dict[str, Any], timeout: float | None,
+              stdin_handler: StdinHandler | None) -> Any:
+        """Execute one request in the kernel; its raw reply (checked to answer it)."""
         if not self._installed:
             self.install()
         nonce = secrets.token_hex(8)
-        payload = json.dumps({"op": op, "nonce": nonce, "device": self.device, **fields},
+        payload = json.dumps({**request, "nonce": nonce, "device": self.device},
                              allow_nan=False)
         b64 = base64.b64encode(payload.encode()).decode("ascii")
-        code = f"__import__('sys').modules['__grader_probe__'].handle({b64!r})"
+        probe = "__import__('sys').modules['__grader_probe__']"
+        if len(b64) <= _INLINE_BYTES:
+            code = f"{probe}.handle({b64!r})"
+        else:
+            # a large request goes as the answer to the kernel's own first question on the
+            # stdin channel: as code, IPython would transform and compile megabytes of text
+            code = f"{probe}.handle_stdin({json.dumps({'$request': nonce})!r})"
+            stdin_handler = _payload_first(nonce, b64, stdin_handler)
+        sent = time.monotonic()
         reply = self._execute(code, expect_reply=True, timeout=timeout,
                               stdin_handler=stdin_handler)
         if not isinstance(reply, dict) or reply.get("nonce") != nonce:
             raise ProtocolError("the kernel's reply does not answer the request")
+        elapsed = reply.get("elapsed_s")
+        if isinstance(elapsed, (int, float)) and math.isfinite(elapsed):
+            # what the kernel says it spent answering: a timing for reports, never a verdict
+            self.kernel_s += min(max(float(elapsed), 0.0), time.monotonic() - sent)
+        return reply
+
+    @staticmethod
+    def _outcome(reply: Any) -> Outcome:
+        """A reply (or a batch item) as an Outcome; ProtocolError if it is malformed."""
+        if not isinstance(reply, dict):
+            raise ProtocolError("malformed reply from the kernel")
         if reply.get("ok") is True:
-            return decode(reply.get("value"))
+            return Outcome(value=decode(reply.get("value")))
         if reply.get("ok") is False:
-            raise StudentException(str(reply.get("ename", "Exception"))[:200],
-                                   str(reply.get("evalue", ""))[:2000],
-                                   str(reply.get("traceback", ""))[:8000])
+            return Outcome(error=StudentException(str(reply.get("ename", "Exception"))[:200],
+                                                  str(reply.get("evalue", ""))[:2000],
+                                                  str(reply.get("traceback", ""))[:8000]))
         raise ProtocolError("malformed reply from the kernel")
 
     def call(self, target: Ref, *args: Any, seed: int | None = None, dtype: str | None = None,
@@ -218,14 +390,20 @@ class KernelProxy:
 
     def call_with_grad(self, target: Ref, *args: Any, wrt: list[int], output: int | None = None,
                        cotangent: torch.Tensor | None = None, seed: int | None = None,
-                       dtype: str | None = None) -> tuple[Any, list[torch.Tensor | None]]:
+                       dtype: str | None = None, cotangents: torch.Tensor | None = None,
+                       vectorize: bool = False) -> tuple[Any, list[torch.Tensor | None]]:
         """Call and back-propagate ``cotangent`` (default ones) from the chosen output.
 
         Returns the outputs and the gradients w.r.t. ``args[i]`` for ``i`` in ``wrt``
-        (None where no gradient reaches that input).
+        (None where no gradient reaches that input). With ``cotangents`` (K stacked
+        cotangents) each gradient is stacked too, (K, *arg.shape): K vector-Jacobian
+        products from one forward pass, computed by one batched backward (vmap) where
+        ``vectorize`` and the student's ops allow it, else one backward each.
         """
         grad = {"wrt": wrt, "output": output,
-                "cotangent": encode(cotangent) if cotangent is not None else None}
+                "cotangent": encode(cotangent) if cotangent is not None else None,
+                "cotangents": encode(cotangents) if cotangents is not None else None,
+                "vectorize": vectorize}
         reply = self.request("call", target=target.wire(), args=[encode(a) for a in args],
                              kwargs={}, seed=seed, dtype=dtype, grad=grad)
         if not isinstance(reply, dict) or set(reply) != {"value", "grads"}:

@@ -42,11 +42,14 @@ def test_positions_round_trip_and_dependence() -> None:
 
 
 def _probe(f):  # type: ignore[no-untyped-def]
-    """A local stand-in for the kernel's call_with_grad: the gradient of <f(x), cot>."""
-    def probe(x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor | None:
+    """A local stand-in for the kernel's call_with_grad: for K stacked cotangents, the K
+    gradients of <f(x), cot>, stacked (None where none reaches x)."""
+    def probe(x: torch.Tensor, cots: torch.Tensor) -> torch.Tensor | None:
         x = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(f(x), x, cot, allow_unused=True)
-        return grad
+        y = f(x)
+        grads = [torch.autograd.grad(y, x, c, allow_unused=True, retain_graph=True)[0]
+                 for c in cots]
+        return None if grads[0] is None else torch.stack(grads)
     return probe
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..calibrate import METRICS
+from ..calibrate import metrics
 from ..errors import RubricError
 from ..rubric import Rubric, load_rubric
 from .markers import notebook_code
@@ -136,7 +136,7 @@ def _lint_item(path: Path, rubric: Rubric, item: Any, span: tuple[int | None, in
             out.append(Finding(path, line, f"item `{item.id}` calls `{name}`, which the "
                                "template does not define: students cannot know they must "
                                "write it", "add a stub of it to the template"))
-    if item.check in METRICS and span[0]:
+    if item.check in metrics() and span[0]:
         block = "\n".join(text.splitlines()[span[0] - 1:span[1]])
         if not re.search(r"#.*calibrat", block):
             out.append(Finding(path, line, f"item `{item.id}` ({item.check}) has thresholds "

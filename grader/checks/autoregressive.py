@@ -9,6 +9,7 @@ on the evaluation data gets no likelihood credit: its "NLL" is not a likelihood.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .harness import together
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle
 from .compare import Tolerance, mismatch
 from .params import boolean, integer
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Metric, Verdict, check
 
 __all__ = ["bernoulli_log_prob", "poisson_binomial_pvalues"]
 
@@ -48,8 +50,11 @@ def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def logits_of(ctx: CheckContext, model: Handle, x: torch.Tensor) -> torch.Tensor:
     """The model's logits for ``x`` (validated: a finite tensor shaped like x), float64."""
     parts = []
-    for chunk in x.float().split(_CHUNK):
-        out = ctx.kernel.call(model, chunk, seed=ctx.seed)
+    chunks = x.float().split(_CHUNK)
+    answers = together([functools.partial(ctx.kernel.call, model, c, seed=ctx.seed)
+                        for c in chunks])
+    for chunk, answer in zip(chunks, answers):
+        out = answer.get()
         if not torch.is_tensor(out) or tuple(out.shape) != tuple(chunk.shape):
             raise _Bad(f"forward(x) must return logits shaped like x {tuple(chunk.shape)}, got "
                        f"{getattr(out, 'shape', type(out).__name__)}")
@@ -70,10 +75,13 @@ def causality_violation(ctx: CheckContext, model: Handle, x: torch.Tensor,
     flat = x.reshape(len(x), -1)
     base = logits.reshape(len(x), -1)
     steps = flat.shape[1]
+    changed = [flat.clone() for _ in range(steps)]
     for s in range(steps):
-        changed = flat.clone()
-        changed[:, s:] = 1.0 - changed[:, s:]
-        other = logits_of(ctx, model, changed.reshape(x.shape)).reshape(len(x), -1)
+        changed[s][:, s:] = 1.0 - changed[s][:, s:]
+    answers = together([functools.partial(logits_of, ctx, model, c.reshape(x.shape))
+                        for c in changed])                   # one request for all 64 flips
+    for s, answer in enumerate(answers):
+        other = answer.get().reshape(len(x), -1)
         if not torch.equal(other[:, :s + 1], base[:, :s + 1]):
             t = int((other[:, :s + 1] != base[:, :s + 1]).any(0).nonzero()[0])
             return (f"flipping pixels {s}.. changed the logit of pixel {t} "
@@ -194,7 +202,8 @@ def check_ar_sample_consistency(ctx: CheckContext, params: dict[str, Any]) -> Ve
 
 
 @check("ar_test_nll", required=("zero_at", "full_at"), optional=("model", "data", "causal"),
-       types={"causal": boolean()})
+       types={"causal": boolean()},
+       metric=Metric("test_nll_nats", False))
 def check_ar_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL (nats per image) computed by the grader from the model's logits, credited
     linearly from ``zero_at`` (0) to ``full_at`` (1); no credit when the logits are not causal."""

@@ -20,9 +20,13 @@ single ReLU at the output). Forbidden dependences are judged on the module as bu
 (re-drawn parameters would break a mask the student keeps in parameter values).
 
 The dependence itself is one array, ``(outputs, B, T)``: for output position t (in batch
-row t % B) the largest |gradient| per input row and position (``backprop_dependence``,
-one backward pass per output position). Every verdict is a pure function of that array,
-so another way of computing it (one Jacobian) can replace the backward passes.
+row t % B) the largest |gradient| per input row and position (``backprop_dependence``).
+Every verdict is a pure function of that array. It comes from one request: one forward
+pass in the kernel and every output position's vector-Jacobian product, first as one
+batched backward (vmap, ``is_grads_batched``) where the student's ops allow it; a
+violation or a missing dependence seen that way is looked at again with one plain backward
+pass per position (the same cotangents) before anything is blamed. The perturbations and
+the other inputs are likewise one request each (:func:`grader.batching.together`).
 
 Positions lie along one axis of input and output (``axis``, e.g. 2 for (B, C, T) and 1 for
 (B, T, d)), or ``axis: flat``: every non-batch element is a position in raster order (the
@@ -32,17 +36,19 @@ mode (dropout off), as trained ones are: causality is a property of the function
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .harness import together
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .functions import _examples, _infer_dims, _short, _student_error, _verdict_of, target
+from ..report.values import text as show
+from .harness import examples, infer_dims, run_property, student_error, target, verdict_of
 from .params import VOCABULARY, boolean, choice, integer, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
 
 __all__ = ["positions", "unpositions", "dependence", "allowed_mask", "build_module",
            "backprop_dependence", "first_violation", "required", "unseen", "confirm_missing",
@@ -53,7 +59,8 @@ _OTHER_INPUTS = 32         # inputs (one batch) tried before over-masking is bla
 _REDRAW_STD = 0.3          # N(0, std^2) re-drawn parameters, as the flow checks use
 
 Probe = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | None"]
-"""``probe(x, cotangent)``: the gradient of <f(x), cotangent> with respect to x (None if none)."""
+"""``probe(x, cotangents)``: for K stacked cotangents, the K gradients of <f(x), cotangent>
+with respect to x, stacked (K, *x.shape) (None if none reaches x)."""
 
 
 def positions(t: torch.Tensor, axis: int | str) -> torch.Tensor:
@@ -92,8 +99,9 @@ def backprop_dependence(probe: Probe, x: torch.Tensor, y: torch.Tensor, axis: in
                         outputs: list[int], gen: torch.Generator, every_row: bool = False
                         ) -> torch.Tensor:
     """(len(outputs), B, T): row k is the dependence of output position ``outputs[k]``, taken
-    in batch row ``outputs[k] % B``, on every input row and position (one backward pass
-    each, with a random cotangent of entries >= 0.5 in size: no tiny cotangents).
+    in batch row ``outputs[k] % B``, on every input row and position: one vector-Jacobian
+    product each, with a random cotangent of entries >= 0.5 in size (no tiny cotangents),
+    all asked of the probe at once.
 
     ``every_row``: the cotangent is put at position t in every batch row at once, so row r of
     the result is row r's own dependence once rows are known to be independent (a batch of
@@ -101,16 +109,24 @@ def backprop_dependence(probe: Probe, x: torch.Tensor, y: torch.Tensor, axis: in
     """
     like = y[:1].expand(x.shape[0], *y.shape[1:])
     y_p = positions(like, axis)
-    rows = []
+    empty = torch.zeros(len(outputs), x.shape[0], positions(x, axis).shape[1],
+                        dtype=torch.float64)
+    if not outputs:
+        return empty
+    cots = []
     for t in outputs:
         cot_p = torch.zeros(y_p.shape, dtype=torch.float64)
         b = slice(None) if every_row else t % x.shape[0]
         cot_p[b, t] = torch.randn(cot_p[b, t].shape, generator=gen, dtype=torch.float64)
         cot_p[b, t] += torch.sign(cot_p[b, t]) * 0.5
-        rows.append(dependence(probe(x, unpositions(cot_p, like, axis).to(y.dtype)), x, axis))
-    if not rows:
-        return torch.zeros(0, x.shape[0], positions(x, axis).shape[1], dtype=torch.float64)
-    return torch.stack(rows)
+        cots.append(unpositions(cot_p, like, axis).to(y.dtype))
+    grads = probe(x, torch.stack(cots))
+    if grads is None or not torch.is_tensor(grads):
+        return empty
+    if tuple(grads.shape) != (len(outputs), *x.shape):
+        raise PropertyFailure(f"the gradients have shape {tuple(grads.shape)}, not "
+                              f"{(len(outputs), *x.shape)}")
+    return torch.stack([dependence(g, x, axis) for g in grads])
 
 
 def first_violation(dep: torch.Tensor, outputs: list[int], allowed: torch.Tensor
@@ -189,9 +205,15 @@ def _callable(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int],
     return Attr(fn, params["method"]) if params.get("method") else fn
 
 
-def _kernel_probe(ctx: CheckContext, fn: Name | Handle | Attr) -> Probe:
-    def probe(x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor | None:
-        _, grads = ctx.kernel.call_with_grad(fn, x, wrt=[0], cotangent=cot, seed=ctx.seed)
+def _kernel_probe(ctx: CheckContext, fn: Name | Handle | Attr, vectorize: bool = False
+                  ) -> Probe:
+    """All the cotangents in one call: one forward pass in the kernel, then one backward
+    pass per cotangent, or (``vectorize``) one batched backward where vmap can batch the
+    student's ops: cheaper, so a first look; a verdict against the student is always
+    taken from the unbatched backward passes (:func:`_check_dependence`)."""
+    def probe(x: torch.Tensor, cots: torch.Tensor) -> torch.Tensor | None:
+        _, grads = ctx.kernel.call_with_grad(fn, x, wrt=[0], cotangents=cots, seed=ctx.seed,
+                                             vectorize=vectorize)
         return grads[0]
     return probe
 
@@ -266,10 +288,17 @@ def confirm_by_change(missing: dict[int, list[int]], call: Callable[[torch.Tenso
     if not torch.is_tensor(y):
         return missing
     xp, yp = positions(x, axis), positions(y, axis)
-    for s in sorted({s for wanted in missing.values() for s in wanted}):
+    wanted_s = sorted({s for wanted in missing.values() for s in wanted})
+    inputs = []
+    for s in wanted_s:
         changed = xp.clone()
         changed[:, s] = positions(_perturbed(x, spec, gen), axis)[:, s]
-        y2 = call(unpositions(changed, x, axis))
+        inputs.append(unpositions(changed, x, axis))
+    answers = together([functools.partial(call, changed) for changed in inputs])
+    for s, answer in zip(wanted_s, answers):
+        if answer.error is not None:
+            raise answer.error              # the kernel died: no evidence either way
+        y2 = answer.value
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             continue
         y2p = positions(y2, axis)
@@ -287,14 +316,19 @@ def _check_dependence(ctx: CheckContext, params: dict[str, Any], example: dict[s
     """Gradient structure: no cross-row or forbidden dependence, and (``require``) every
     needed dependence seen on this input, on other inputs or with re-drawn parameters."""
     axis, offset = params.get("axis", 1), int(params.get("offset", 0))
-    ce = {"inputs": format_inputs(example)}
+    ce = {"inputs": example}
     steps = positions(x, axis).shape[1]
     outputs = list(range(steps))
-    dep = backprop_dependence(_kernel_probe(ctx, fn), x, y, axis, outputs, gen)
-    bad = first_violation(dep, outputs, allowed_mask(steps, offset))
+    allowed = allowed_mask(steps, offset)
+    need = required(steps, offset, params.get("require", "none"))
+    state = gen.get_state()
+    dep = backprop_dependence(_kernel_probe(ctx, fn, vectorize=True), x, y, axis, outputs, gen)
+    if first_violation(dep, outputs, allowed) is not None or unseen(dep, outputs, need):
+        gen.set_state(state)                   # the same cotangents, one backward pass each
+        dep = backprop_dependence(_kernel_probe(ctx, fn), x, y, axis, outputs, gen)
+    bad = first_violation(dep, outputs, allowed)
     if bad is not None:
         raise _violation(bad, dep, outputs, offset, ce)
-    need = required(steps, offset, params.get("require", "none"))
     missing = unseen(dep, outputs, need)
     if not missing:
         return
@@ -329,7 +363,7 @@ def _evidence(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any]
     with re-drawn parameters (a zero-initialised layer) and a batch of 32 other inputs (a
     unit that is off here)."""
     spec = next(iter(params["inputs"].values()))
-    dims = _infer_dims(example, params)
+    dims = infer_dims(example, params)
     redrawn = [f for f in (_redrawn(ctx, params, dims, ctx.seed + k) for k in (1, 2))
                if f is not None]
     return redrawn, _fresh(x, spec, gen, _OTHER_INPUTS)
@@ -344,7 +378,7 @@ def _violation(bad: tuple[str, int, int, list[int]], dep: torch.Tensor, outputs:
         return PropertyFailure(f"{where} depends on batch row {where_list[0]}: rows of a batch "
                                "must be independent",
                                {**ce, "expected": "gradient 0 in other rows",
-                                "actual": _short(dep[k, where_list[0]])})
+                                "actual": dep[k, where_list[0]]})
     rule = ("on no input" if t - offset < 0 else
             f"only on positions {'<=' if offset == 0 else '<'} {t}")
     return PropertyFailure(
@@ -361,16 +395,22 @@ def _check_perturbations(ctx: CheckContext, params: dict[str, Any], example: dic
     stay bit-identical. Returns the number of calls made."""
     axis, offset = params.get("axis", 1), int(params.get("offset", 0))
     spec = next(iter(params["inputs"].values()))
-    ce = {"inputs": format_inputs(example)}
+    ce = {"inputs": example}
     xp = positions(x, axis)
     steps = xp.shape[1]
+    inputs = []
     for s in range(1, steps):
         changed_p = xp.clone()
         changed_p[:, s:] = positions(_perturbed(x, spec, gen), axis)[:, s:]
-        try:
-            y2 = ctx.kernel.call(fn, unpositions(changed_p, x, axis), seed=ctx.seed)
-        except StudentException as exc:
-            raise _student_error(exc, example) from None
+        inputs.append(unpositions(changed_p, x, axis))
+    answers = together([functools.partial(ctx.kernel.call, fn, changed, seed=ctx.seed)
+                        for changed in inputs])
+    for s, answer in enumerate(answers, 1):
+        if isinstance(answer.error, StudentException):
+            raise student_error(answer.error, example) from None
+        if answer.error is not None:
+            raise answer.error
+        y2 = answer.value
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             raise PropertyFailure("the output's shape changed with the input's values", ce)
         keep = min(steps, s + offset)
@@ -411,17 +451,17 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     counts = {"grad_calls": 0, "perturb_calls": 0}
 
     def prop(example: dict[str, Any]) -> None:
-        dims = _infer_dims(example, params)
+        dims = infer_dims(example, params)
         x = torch.as_tensor(example[name]).float()
-        ce = {"inputs": format_inputs(example)}
+        ce = {"inputs": example}
         try:
             fn = _callable(ctx, params, dims)
             y = ctx.kernel.call(fn, x, seed=ctx.seed)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         if not torch.is_tensor(y) or y.dim() < 2 or y.shape[0] != x.shape[0]:
             raise PropertyFailure(f"expected a tensor with the batch size {x.shape[0]} first, got "
-                                  f"{_short(y)[:120]}", ce)
+                                  f"{show(y)[:120]}", ce)
         steps = positions(x, axis).shape[1]
         if positions(y, axis).shape[1] != steps:
             raise PropertyFailure(f"the output has {positions(y, axis).shape[1]} positions, the "
@@ -430,15 +470,15 @@ def check_causal_dependence(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         try:
             _check_dependence(ctx, params, example, fn, x, y, gen)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         counts["grad_calls"] += steps
         if params.get("perturb", True):
             counts["perturb_calls"] += _check_perturbations(ctx, params, example, fn, x, y, gen)
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", min(ctx.max_examples, 10))))
     rule = "<= t" if offset == 0 else "< t"
-    return _verdict_of(failure, tried, f"output t depends only on inputs at positions {rule} "
+    return verdict_of(failure, tried, f"output t depends only on inputs at positions {rule} "
                        f"(gradients and perturbations, {tried} generated inputs)", **counts)
 
 
@@ -485,7 +525,7 @@ def check_receptive_field(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         seq = _stack(ctx, params)
         y = ctx.kernel.call(seq, x, seed=ctx.seed)
         if not torch.is_tensor(y) or positions(y, axis).shape[:2] != positions(x, axis).shape[:2]:
-            return Verdict.failed(f"the stack maps {tuple(x.shape)} to {_short(y)[:100]}, "
+            return Verdict.failed(f"the stack maps {tuple(x.shape)} to {show(y)[:100]}, "
                                   "expected the same batch and number of positions")
         seen, independent = _seen(_kernel_probe(ctx, seq), x, y, axis, t, gen)
         if independent and set(seen) <= set(expected) and seen != expected:

@@ -15,7 +15,7 @@ import torch
 from ..data import digit_labels, digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Metric, Verdict, check
 
 __all__ = ["linear_credit", "accuracy_of"]
 
@@ -42,7 +42,8 @@ def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, list
 
 
 @check("test_accuracy", required=("zero_at", "full_at"),
-       optional=("model", "data", "method", "classes"))
+       optional=("model", "data", "method", "classes"),
+       metric=Metric("test_accuracy", True))
 def check_test_accuracy(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test accuracy of the trained classifier (grader's argmax), credited linearly."""
     spec = params.get("model", {"class": "MLP", "checkpoint": None})

@@ -106,3 +106,24 @@ def normal_moment_test(samples: torch.Tensor, mean: torch.Tensor, std: torch.Ten
     return {"z_critical": z, "worst_z_mean": float(z_mean.max()), "worst_z_var": float(z_var.max()),
             "mean_ok": bool((z_mean <= z).all()), "var_ok": bool((z_var <= z).all()),
             "sample_mean": sample_mean, "sample_std": sample_var.sqrt(), "n": n}
+
+
+def broadcast_outputs(actual: Any, expected: Any, shape: tuple[int, ...]) -> tuple[Any, str | None]:
+    """Each tensor of ``actual`` broadcast to ``shape`` (as ``expected`` is); why not, else."""
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
+            return actual, (f"expected a tuple of {len(expected)}, got "
+                            f"{type(actual).__name__}")
+        out = []
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            b, why = broadcast_outputs(a, e, shape)
+            if why:
+                return actual, f"output[{i}]: {why}"
+            out.append(b)
+        return tuple(out), None
+    if not isinstance(actual, torch.Tensor):
+        return actual, f"expected a tensor, got {type(actual).__name__}"
+    try:
+        return torch.broadcast_to(actual, shape), None
+    except RuntimeError:
+        return actual, f"shape {tuple(actual.shape)} does not broadcast to {shape}"

@@ -19,16 +19,15 @@ import torch
 from hypothesis import strategies as st
 
 from ..errors import StudentException
-from ..protocol import Name
+from ..protocol import Back, Call, Get, Name
+from ..report.values import text as show
 from .compare import Tolerance, mismatch, normal_moment_test
-from .functions import (_examples, _infer_dims, _precision, _short, _student_error, _tensors,
-                        _verdict_of, judge_with_float32_retry, preflight, target)
+from .harness import run_property
 from .params import choice, integer, interval, list_of, mapping, number, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
 
 __all__ = ["gaussian_chain_law", "point_mass_case", "gaussian_case", "posterior_variance",
-           "broadcast_outputs", "last_step_mean"]
+           "last_step_mean"]
 
 Tensor = torch.Tensor
 
@@ -95,32 +94,11 @@ def posterior_variance(betas: Tensor, t: int) -> float:
     return float(b[t] * (1 - prev) / (1 - ab[t]))
 
 
-def broadcast_outputs(actual: Any, expected: Any, shape: tuple[int, ...]) -> tuple[Any, str | None]:
-    """Each tensor of ``actual`` broadcast to ``shape`` (as ``expected`` is); why not, else."""
-    if isinstance(expected, (tuple, list)):
-        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
-            return actual, (f"expected a tuple of {len(expected)}, got "
-                            f"{type(actual).__name__}")
-        out = []
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            b, why = broadcast_outputs(a, e, shape)
-            if why:
-                return actual, f"output[{i}]: {why}"
-            out.append(b)
-        return tuple(out), None
-    if not isinstance(actual, Tensor):
-        return actual, f"expected a tensor, got {type(actual).__name__}"
-    try:
-        return torch.broadcast_to(actual, shape), None
-    except RuntimeError:
-        return actual, f"shape {tuple(actual.shape)} does not broadcast to {shape}"
-
-
 def _failure(message: str, inputs: dict[str, Any], expected: Any = None,
              actual: Any = None) -> PropertyFailure:
-    return PropertyFailure(message, {"inputs": format_inputs(inputs),
-                                     "expected": None if expected is None else str(expected),
-                                     "actual": None if actual is None else str(actual)})
+    return PropertyFailure(message, {"inputs": inputs,
+                                     "expected": expected,
+                                     "actual": actual})
 
 
 def _schedule(ctx: CheckContext, params: dict[str, Any]) -> Tensor:
@@ -136,57 +114,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, float):
         return value
     return None
-
-
-# ----------------------------------------------------------------------------- vs reference
-@check("matches_reference_broadcast", required=("inputs", "broadcast_to"),
-       optional=("function", "module", "model", "method", "dims", "args", "reference", "rtol",
-                 "atol", "rtol32", "atol32", "precision", "max_examples"),
-       types={"broadcast_to": string()})
-def check_matches_reference_broadcast(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """Like ``matches_reference``, but each output is first broadcast to the shape of the
-    input ``broadcast_to`` (as the reference's is): a variance of shape (B, 1, 1, 1) or of
-    x0's shape are both right, one that does not broadcast to x0's is wrong. A float64 miss
-    is re-run in float32 as ``matches_reference`` does (``judge_with_float32_retry``): float32
-    coefficients applied to float64 inputs are float32 code, not a wrong answer."""
-    reference = ctx.ref(params.get("reference") or params.get("function"))
-    preflight(ctx, params)
-    strategy = _examples(params)
-    state: dict[str, Any] = {}
-    like = params["broadcast_to"]
-
-    def run(example: dict[str, Any], precision: str) -> Any:
-        dtype = torch.float64 if precision == "float64" else torch.float32
-        try:
-            fn = target(ctx, params, _infer_dims(example, params), precision)
-            return ctx.kernel.call(fn, *_tensors(example, params, dtype), seed=ctx.seed)
-        except StudentException as exc:
-            raise _student_error(exc, example) from None
-
-    def prop(example: dict[str, Any]) -> None:
-        if "precision" not in state:
-            state["precision"] = _precision(ctx, params, example)
-        precision = state["precision"]
-        actual = run(example, precision)
-        shape = tuple(example[like].shape)
-        expected = reference(*_tensors(example, params, torch.float64))
-        expected, _ = broadcast_outputs(expected, expected, shape)
-        actual_b, why = broadcast_outputs(actual, expected, shape)
-        if why is None:
-            why, inside = judge_with_float32_retry(
-                actual_b, expected, params, precision,
-                lambda: broadcast_outputs(run(example, "float32"), expected, shape)[0])
-            state["float32_inside"] = state.get("float32_inside", 0) + inside
-        if why:
-            raise PropertyFailure(why, {"inputs": format_inputs(example),
-                                        "expected": _short(expected), "actual": _short(actual)})
-
-    tried, failure = run_property(strategy, prop, int(params.get("max_examples",
-                                                                   ctx.max_examples)))
-    extra = {"float32_inside": state["float32_inside"]} if state.get("float32_inside") else {}
-    return _verdict_of(failure, tried, f"matches the reference on {tried} generated inputs "
-                       f"(outputs broadcast to {like}'s shape)", precision=state.get("precision"),
-                       **extra)
 
 
 # ----------------------------------------------------------------------------- known values
@@ -212,7 +139,7 @@ def check_diffusion_known_values(ctx: CheckContext, params: dict[str, Any]) -> V
                 got = ctx.kernel.call(Name(fn), T, seed=ctx.seed)
                 if not isinstance(got, Tensor) or tuple(got.shape) != (T,):
                     notes.append(f"{label}: {fn}({T}) must return a tensor of shape ({T},), "
-                                 f"got {_short(got)[:80]}")
+                                 f"got {show(got)[:80]}")
                     continue
                 actual: Any = torch.cumprod(1 - got.double(), 0)[t]
             elif case["quantity"] == "posterior_variance":
@@ -222,7 +149,7 @@ def check_diffusion_known_values(ctx: CheckContext, params: dict[str, Any]) -> V
                 out = ctx.kernel.call(Name(fn), x, x, torch.tensor([t]), betas, seed=ctx.seed)
                 if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(
                         out[1], Tensor):
-                    notes.append(f"{label}: expected (mean, variance), got {_short(out)[:80]}")
+                    notes.append(f"{label}: expected (mean, variance), got {show(out)[:80]}")
                     continue
                 try:
                     actual = torch.broadcast_to(out[1], x.shape)[0, 0, 0, 0]
@@ -277,21 +204,21 @@ def check_q_sample_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict
                                   ab.float(), seed=ctx.seed)
         except StudentException as exc:
             return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
-                                  {"inputs": format_inputs(shown)}, traceback=exc.traceback)
+                                  {"inputs": shown}, traceback=exc.traceback)
         if not isinstance(out, Tensor) or tuple(out.shape) != (n, 1, 8, 8):
             return Verdict.failed(f"expected a tensor of shape ({n}, 1, 8, 8), got "
-                                  f"{_short(out)[:100]}", {"inputs": format_inputs(shown)})
+                                  f"{show(out)[:100]}", {"inputs": shown})
         mean = ab[t].sqrt() * x0[0].double()
         std = (1 - ab[t]).sqrt().expand_as(mean)
         res = normal_moment_test(out.double(), mean, std, alpha / len(steps))
         worst[str(t)] = round(max(res["worst_z_mean"], res["worst_z_var"]), 2)
         if not (res["mean_ok"] and res["var_ok"]):
             what = "mean" if not res["mean_ok"] else "standard deviation"
-            ce = {"inputs": format_inputs(shown),
+            ce = {"inputs": shown,
                   "expected": f"mean sqrt(alpha_bar_t) x0, std sqrt(1 - alpha_bar_t) = "
                               f"{float(std.flatten()[0]):.6g}",
-                  "actual": f"mean {_short(res['sample_mean'])}, std "
-                            f"{_short(res['sample_std'])}"}
+                  "actual": f"mean {show(res['sample_mean'])}, std "
+                            f"{show(res['sample_std'])}"}
             return Verdict.failed(f"at t = {t} the {what} of x_t is wrong (z = "
                                   f"{max(res['worst_z_mean'], res['worst_z_var']):.1f}, limit "
                                   f"{res['z_critical']:.1f} at false-alarm rate {alpha:g}): "
@@ -334,7 +261,7 @@ def check_exact_denoiser_loss(ctx: CheckContext, params: dict[str, Any]) -> Verd
         got = _number(value)
         if got is None:
             raise _failure("diffusion_loss must return a one-element floating tensor", shown,
-                           None, _short(value)[:100])
+                           None, show(value)[:100])
         record = ctx.kernel.get(ctx.kernel.instrument("diffusion", "recorded_steps", model))
         steps = record.get("steps") if isinstance(record, dict) else None
         if not isinstance(steps, Tensor) or steps.numel() == 0:
@@ -391,14 +318,14 @@ def _t0_verdict(ctx: CheckContext, fn: str, model: Any, case: dict[str, Tensor],
     a = ctx.kernel.call(Name(fn), model, x1, 0, betas, seed=ctx.seed)
     if not isinstance(a, Tensor) or tuple(a.shape) != tuple(x1.shape):
         return Verdict.failed(f"p_sample must return a tensor of x_t's shape {tuple(x1.shape)}, "
-                              f"got {_short(a)[:100]}", {"inputs": format_inputs(shown)})
+                              f"got {show(a)[:100]}", {"inputs": shown})
     want = last_step_mean(x1, case["mu"], case["s"], betas)
     why = mismatch(a, want, Tolerance(float(params.get("rtol", 1e-3)),
                                       float(params.get("atol", 1e-4))), "x_{t-1}")
     if why is None:
         return None
     b = ctx.kernel.call(Name(fn), model, x1, 0, betas, seed=ctx.seed + 7919)
-    ce = {"inputs": format_inputs(shown), "expected": _short(want.float()), "actual": _short(a)}
+    ce = {"inputs": shown, "expected": want.float(), "actual": a}
     if isinstance(b, Tensor) and b.shape == a.shape and not torch.equal(a, b):
         diff = float((a.double() - b.double()).abs().max())
         return Verdict.failed(f"p_sample adds noise at t = 0: two calls on the same x_t differ "
@@ -420,18 +347,21 @@ def _law_verdict(ctx: CheckContext, fn: str, via: str, model: Any, case: dict[st
     shown = {"T": T, "n": n, "mu": case["mu"], "s": case["s"]}
     if via == "p_sample":
         gen = torch.Generator().manual_seed(ctx.seed)
-        x: Any = torch.randn((n, *shape), generator=gen)
-        for t in range(T - 1, -1, -1):
-            x = ctx.kernel.call(Name(fn), model, x, t, betas, seed=ctx.seed + 1 + t, keep=True)
-        out = ctx.kernel.get(x)
+        x0 = torch.randn((n, *shape), generator=gen)
+        chain = [Call(Name(fn), (model, x0 if t == T - 1 else Back(1), t, betas),
+                      seed=ctx.seed + 1 + t, keep=True) for t in range(T - 1, -1, -1)]
+        # the whole chain is one request: each step on the last one's output, kept in the
+        # kernel; the first failure is the chain's
+        for outcome in ctx.kernel.run([*chain, Get(Back(1))]):
+            out = outcome.value()
     else:
         out = ctx.kernel.call(Name(fn), model, n, betas, seed=ctx.seed)
     if not isinstance(out, Tensor) or tuple(out.shape) != (n, *shape):
         return Verdict.failed(f"the chain must give a tensor of shape {(n, *shape)}, got "
-                              f"{_short(out)[:100]}", {"inputs": format_inputs(shown)})
+                              f"{show(out)[:100]}", {"inputs": shown})
     if not torch.isfinite(out).all():
         return Verdict.failed("the chain's output holds nan or inf",
-                              {"inputs": format_inputs(shown)})
+                              {"inputs": shown})
     mean, std = gaussian_chain_law(case["mu"][0], case["s"][0], betas)
     res = normal_moment_test(out.double(), mean, std, alpha)
     details.update(z_critical=round(res["z_critical"], 3),
@@ -442,7 +372,7 @@ def _law_verdict(ctx: CheckContext, fn: str, via: str, model: Any, case: dict[st
     what = "mean" if not res["mean_ok"] else "standard deviation"
     idx = int(((res["sample_mean"] - mean).abs() / std).flatten().argmax()) \
         if what == "mean" else int((res["sample_std"] / std - 1).abs().flatten().argmax())
-    ce = {"inputs": format_inputs(shown),
+    ce = {"inputs": shown,
           "expected": f"pixel {idx}: mean {float(mean.flatten()[idx]):.5f}, std "
                       f"{float(std.flatten()[idx]):.5f}",
           "actual": f"pixel {idx}: mean {float(res['sample_mean'].flatten()[idx]):.5f}, std "
@@ -488,7 +418,7 @@ def check_reverse_chain_gaussian(ctx: CheckContext, params: dict[str, Any]) -> V
     except StudentException as exc:
         shown = {"T": len(betas), "mu": case["mu"], "s": case["s"]}
         return Verdict.failed(f"your code raised {exc.ename}: {exc.evalue}",
-                              {"inputs": format_inputs(shown)}, traceback=exc.traceback)
+                              {"inputs": shown}, traceback=exc.traceback)
     if failure is not None:
         return failure
     return Verdict.passed(f"{via} with the exact denoiser of a Gaussian reproduces its law "

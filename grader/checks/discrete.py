@@ -33,10 +33,12 @@ from hypothesis.extra import numpy as hnp
 from ..envs import TMaze
 from ..errors import StudentException
 from ..protocol import Name
+from ..report.values import text as show
 from .compare import Tolerance, mismatch
 from .params import boolean, integer, one_of, string
+from .harness import run_property
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
+from .strategies import keyed
 
 __all__ = ["discrete_inputs", "stochastic_array", "free_energy", "played_episodes",
            "ENVIRONMENTS"]
@@ -100,7 +102,7 @@ def discrete_inputs(inputs: dict[str, Any], dims: dict[str, Any]
             drawn[name] = _draw_one(draw_fn, spec, sizes, drawn)
         return {name: drawn[name] for name in inputs} | {"_dims": sizes}
 
-    return draw()
+    return keyed(draw(), "discrete_inputs", inputs, dims)
 
 
 def _args(example: dict[str, Any], names: list[str]) -> list[Any]:
@@ -123,18 +125,8 @@ def _call(ctx: CheckContext, fn: str, args: list[Any], example: dict[str, Any]) 
         raise failure from None
 
 
-def _shown(example: dict[str, Any]) -> dict[str, str]:
-    plain = {k: v for k, v in example.items() if not isinstance(v, (list, int, float))}
-    out = format_inputs(plain)
-    out.update({k: repr(v)[:300] for k, v in example.items()
-                if isinstance(v, (list, int, float)) and not k.startswith("_")})
-    return {k: out[k] for k in example if k in out}
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return format_inputs({"v": value})["v"]
-    return repr(value)[:300]
+def _shown(example: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in example.items() if not k.startswith("_")}
 
 
 def _scalar_like(actual: Any, expected: Any) -> Any:
@@ -171,8 +163,8 @@ def check_discrete_matches_reference(ctx: CheckContext, params: dict[str, Any]) 
         actual = _scalar_like(_call(ctx, params["function"], args, example), expected)
         why = mismatch(actual, expected, tol)
         if why:
-            raise PropertyFailure(why, {"inputs": _shown(example), "expected": _text(expected),
-                                        "actual": _text(actual)})
+            raise PropertyFailure(why, {"inputs": _shown(example), "expected": expected,
+                                        "actual": actual})
 
     tried, failure = run_property(discrete_inputs(params["inputs"], params.get("dims", {})),
                                   prop, int(params.get("max_examples", ctx.max_examples)))
@@ -198,7 +190,7 @@ def check_discrete_distribution(ctx: CheckContext, params: dict[str, Any]) -> Ve
         want = (example["_dims"][length] if length in example["_dims"] else len(example[length])) \
             if isinstance(length, str) else int(length)
         ce = {"inputs": _shown(example), "expected": f"a probability vector of shape ({want},)",
-              "actual": _text(out)}
+              "actual": out}
         if not isinstance(out, torch.Tensor) or not out.is_floating_point():
             raise PropertyFailure("the output is not a floating tensor", ce)
         if tuple(out.shape) != (want,):
@@ -286,9 +278,9 @@ def check_free_energy_bound(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         true_f = free_energy(qt, joint)
         ce = {"inputs": _shown(shown), "expected": f"F >= -ln p(o) = {bound:.10g}"
               + (f", F = {true_f:.10g} at this {label}" if label == "posterior" or exact else ""),
-              "actual": _text(actual)}
+              "actual": actual}
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PropertyFailure(f"expected a float, got {_text(actual)[:80]}", ce)
+            raise PropertyFailure(f"expected a float, got {show(actual)[:80]}", ce)
         if math.isnan(value) or value == -math.inf:
             raise PropertyFailure(f"F is {value} for a {label} belief (0 ln 0 must count as 0)",
                                   ce)
@@ -381,7 +373,7 @@ def check_agent_episodes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
             isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
             for t in totals):
         return Verdict.failed(f"{params['function']} must return a list of {episodes} finite "
-                              f"total rewards, one per episode; got {_text(out)[:120]}",
+                              f"total rewards, one per episode; got {show(out)[:120]}",
                               **details)
     paid = [e.reward for e in played[-episodes:]]
     details["reported_totals_match"] = bool(np.allclose(totals, paid))

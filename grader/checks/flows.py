@@ -29,11 +29,11 @@ import torch
 
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
-from .functions import _student_error, _verdict_of
+from .harness import run_property, student_error, verdict_of
 from .numeric import jacobian_mismatch
 from .params import boolean, choice, integer, interval, list_of, number, string
-from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, input_sets, run_property
+from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
+from .strategies import input_sets
 
 __all__ = ["normal_log_prob", "slogdet", "grid", "logdet_problem", "logdet_noise",
            "round_trip_error", "rounding_floor", "flow_nll", "NOISE_FACTOR"]
@@ -236,13 +236,13 @@ def _property(ctx: CheckContext, params: dict[str, Any],
     def prop(example: dict[str, Any]) -> None:
         try:
             if "precision" not in state:
-                state["precision"] = _precision(ctx, params, example, methods)
+                state["precision"] = choose_precision(ctx, params, example, methods)
             flow = _build(ctx, params, example, state["precision"])
             body(flow, example, state["precision"])
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         except _Bad as exc:
-            raise PropertyFailure(str(exc), {"inputs": format_inputs(example),
+            raise PropertyFailure(str(exc), {"inputs": example,
                                              "expected": None, "actual": None}) from None
 
     ctx.require(params["flow"]["class"])
@@ -251,7 +251,7 @@ def _property(ctx: CheckContext, params: dict[str, Any],
     return tried, failure, state.get("precision", "float64")
 
 
-def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
+def choose_precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
                methods: tuple[str, ...]) -> str:
     """float64 when each of ``methods`` of a float64 copy runs and answers in float64."""
     if params.get("precision") in ("float32", "float64"):
@@ -270,9 +270,9 @@ def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any
 
 def _fail(example: dict[str, Any], message: str, expected: Any = None,
           actual: Any = None) -> PropertyFailure:
-    return PropertyFailure(message, {"inputs": format_inputs(example),
-                                     "expected": None if expected is None else str(expected),
-                                     "actual": None if actual is None else str(actual)})
+    return PropertyFailure(message, {"inputs": example,
+                                     "expected": expected,
+                                     "actual": actual})
 
 
 # ---------------------------------------------------------------- check kinds
@@ -295,11 +295,11 @@ def check_flow_invertibility(ctx: CheckContext, params: dict[str, Any]) -> Verdi
         for label, first, second, verdict in legs:
             miss = _round_trip(ctx, x, first, second, label, atol, precision)
             if miss:
-                raise _fail(example, f"{miss[0]}: {verdict}", expected=format_inputs({"x": x})["x"],
-                            actual=format_inputs({"v": miss[1]})["v"])
+                raise _fail(example, f"{miss[0]}: {verdict}", expected=x,
+                            actual=miss[1])
 
     tried, failure, precision = _property(ctx, params, body, ("forward", "inverse"))
-    return _verdict_of(failure, tried, f"inverse(forward(x)) = x on {tried} generated inputs "
+    return verdict_of(failure, tried, f"inverse(forward(x)) = x on {tried} generated inputs "
                                        f"({precision})", precision=precision)
 
 
@@ -360,15 +360,15 @@ def check_flow_logdet(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         why = logdet_problem(reported, exact, atol,
                              noise=logdet_noise(ad, torch.finfo(x.dtype).eps))
         if why:
-            raise _fail(example, why, expected=format_inputs({"v": exact})["v"],
-                        actual=format_inputs({"v": reported})["v"]
+            raise _fail(example, why, expected=exact,
+                        actual=reported
                         if isinstance(reported, torch.Tensor) else repr(reported)[:200])
 
     methods = ("forward", "inverse") if compare == "inverse" else ("forward",)
     tried, failure, precision = _property(ctx, params, body, methods)
     what = "logdet = log|det J|" if compare == "jacobian" else \
         "inverse's logdet = -forward's logdet"
-    return _verdict_of(failure, tried, f"{what} on {tried} generated inputs ({precision})",
+    return verdict_of(failure, tried, f"{what} on {tried} generated inputs ({precision})",
                        precision=precision)
 
 
@@ -414,8 +414,8 @@ def _inverse_logdet(ctx: CheckContext, flow: Handle, example: dict[str, Any], y:
             if same else ""
         raise _fail(example, f"inverse's logdet at y = f(x) is not minus forward's "
                              f"logdet at x: their sum is {float(total.max()):.3g}{why}",
-                    expected=format_inputs({"v": -reported.double()})["v"],
-                    actual=format_inputs({"v": inv_ld})["v"])
+                    expected=-reported.double(),
+                    actual=inv_ld)
 
 
 @check("flow_structure", required=_FLOW,
@@ -450,7 +450,7 @@ def check_flow_structure(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
     methods = ("forward", "inverse") if mask_name else ("forward",)
     tried, failure, precision = _property(ctx, params, body, methods)
-    return _verdict_of(failure, tried, f"the structure holds on {tried} generated inputs",
+    return verdict_of(failure, tried, f"the structure holds on {tried} generated inputs",
                        precision=precision)
 
 
@@ -478,11 +478,11 @@ def check_flow_log_prob(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                 hint = ": it equals log N(z) alone, the log-determinant is missing"
             raise _fail(example, f"{method}(x) is off by {float(err.max()):.3g} from "
                                  f"log N(forward(x); 0, I) + logdet{hint}",
-                        expected=format_inputs({"v": expected})["v"],
-                        actual=format_inputs({"v": got})["v"])
+                        expected=expected,
+                        actual=got)
 
     tried, failure, precision = _property(ctx, params, body, ("forward", method))
-    return _verdict_of(failure, tried, f"{method} = log N(z) + logdet on {tried} generated "
+    return verdict_of(failure, tried, f"{method} = log N(z) + logdet on {tried} generated "
                                        f"inputs ({precision})", precision=precision)
 
 
@@ -535,7 +535,8 @@ def check_flow_density_integral(ctx: CheckContext, params: dict[str, Any]) -> Ve
 @check("flow_test_nll", required=("model", "zero_at", "full_at"),
        optional=("data", "unit", "levels", "verify", "atol", "fd_eps"),
        types={"unit": choice("nats", "bits_per_dim")("nats"), "levels": integer(min=2),
-              "verify": integer(min=0)(8)})
+              "verify": integer(min=0)(8)},
+       metric=Metric("test_nll", False))
 def check_flow_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL -(log N(z) + logdet) computed by the grader from the model's forward, in
     nats per example or bits/dim; linear credit from ``zero_at`` to ``full_at``. No credit

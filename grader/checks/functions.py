@@ -11,209 +11,78 @@ Targets a rubric can name (``params``):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
-from ..errors import StudentException, SubmissionError
-from ..protocol import Attr, Handle, Name
-from .compare import Tolerance, mismatch, normal_moment_test
+from ..errors import StudentException
+from ..protocol import Attr, Handle
+from ..report.values import text as show
+from .compare import Tolerance, broadcast_outputs, mismatch, normal_moment_test
+from .harness import (arg_names, choose_precision, examples, infer_dims, judge_with_float32_retry,
+                      preflight, run_property, student_error, target, tensors, verdict_of)
 from .params import LITERAL_INPUTS, SIZE, anything, list_of, mapping, one_of, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, input_sets, run_property
 
 _TARGET = ("function", "module", "model", "method")
 _INPUTS = ("inputs", "dims", "args")
 
 
-def _arg_names(params: dict[str, Any]) -> list[str]:
-    return list(params.get("args") or params.get("inputs", {}).keys())
-
-
-def target(ctx: CheckContext, params: dict[str, Any], dims: dict[str, int] | None = None,
-           precision: str = "float32") -> Name | Handle | Attr:
-    """The callable in the kernel that ``params`` names."""
-    dims = dims or {}
-    if "function" in params:
-        ctx.require(params["function"])
-        ref: Name | Handle | Attr = Name(params["function"])
-    elif "module" in params:
-        spec = params["module"]
-        ctx.require(spec["class"])
-        args = [dims.get(a, a) if isinstance(a, str) else a for a in spec.get("args", [])]
-        ref = ctx.kernel.call(Name(spec["class"]), *args, seed=ctx.seed, keep=True)
-        if precision == "float64":
-            ref = ctx.kernel.call(Attr(ref, "double"), keep=True)
-        if ctx.device != "cpu":
-            ref = ctx.kernel.call(Attr(ref, "to"), ctx.device, keep=True)
-    elif "model" in params:
-        spec = params["model"]
-        ref = ctx.model(spec)
-        for name in filter(None, str(spec.get("attr", "")).split(".")):
-            ref = Attr(ref, name)
-    else:
-        raise KeyError("the check names no function, module or model")
-    if params.get("method"):
-        ref = Attr(ref, params["method"])
-    return ref
-
-
-def preflight(ctx: CheckContext, params: dict[str, Any]) -> None:
-    """Resolve a target that does not depend on drawn dims before any property runs.
-
-    A missing name or a checkpoint that does not load is then an ``error`` of the
-    item (raised here), not a failure on some generated input.
-    """
-    if "module" not in params:
-        target(ctx, params)
-
-
-def _tensors(example: dict[str, np.ndarray], params: dict[str, Any], dtype: torch.dtype
-             ) -> list[Any]:
-    out: list[Any] = []
-    for name in _arg_names(params):
-        value = example[name]
-        spec = params["inputs"].get(name, {})
-        if spec.get("kind") == "int":
-            out.append(int(value))
-        elif spec.get("dtype") == "long" or spec.get("kind") == "integers":
-            out.append(torch.as_tensor(value).long())
-        else:
-            out.append(torch.as_tensor(value).to(dtype))
-    return out
-
-
-def _examples(params: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """Strategy over (dims, arrays): ``kind: int`` inputs take the value of a dim."""
-    inputs = {k: v for k, v in params["inputs"].items() if v.get("kind") != "int"}
-    strategy = input_sets(inputs, params.get("dims", {}))
-
-    def add_ints(arrays: dict[str, Any]) -> dict[str, Any]:
-        dims = _infer_dims(arrays, params)
-        for name, spec in params["inputs"].items():
-            if spec.get("kind") == "int":
-                arrays[name] = np.asarray(dims.get(spec["dim"], spec.get("value", 1)))
-        return arrays
-
-    return strategy.map(add_ints)
-
-
-def _infer_dims(arrays: dict[str, Any], params: dict[str, Any]) -> dict[str, int]:
-    dims: dict[str, int] = dict(arrays.get("_dims", {}))
-    for name, spec in params["inputs"].items():
-        if name in arrays and "shape" in spec:
-            for sym, size in zip(spec["shape"], np.shape(arrays[name])):
-                if isinstance(sym, str):
-                    dims[sym] = int(size)
-    for sym, (lo, _hi) in params.get("dims", {}).items():
-        dims.setdefault(sym, int(lo))
-    return dims
-
-
-def _student_error(exc: StudentException, example: dict[str, Any]) -> PropertyFailure:
-    failure = PropertyFailure(f"your code raised {exc.ename}: {exc.evalue}",
-                              {"inputs": format_inputs(example), "expected": None, "actual": None})
-    failure.traceback = exc.traceback  # type: ignore[attr-defined]
-    return failure
-
-
-def _verdict_of(failure: BaseException | None, tried: int, ok_message: str,
-                **details: Any) -> Verdict:
-    if failure is None:
-        return Verdict.passed(ok_message, examples=tried, **details)
-    if isinstance(failure, SubmissionError):
-        raise failure
-    if isinstance(failure, PropertyFailure):
-        verdict = Verdict.failed(failure.message, failure.counterexample, examples=tried, **details)
-        tb = getattr(failure, "traceback", None)
-        if tb:
-            verdict.details["traceback"] = tb
-        return verdict
-    raise failure
-
-
-def _precision(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any]) -> str:
-    """float64 where the student's code allows it, float32 where it does not."""
-    if params.get("precision") in ("float32", "float64"):
-        return str(params["precision"])
-    try:
-        fn = target(ctx, params, _infer_dims(example, params), "float64")
-        out = ctx.kernel.call(fn, *_tensors(example, params, torch.float64), seed=ctx.seed)
-    except StudentException:
-        return "float32"
-    first = out[0] if isinstance(out, (tuple, list)) and out else out
-    return "float64" if isinstance(first, torch.Tensor) and first.dtype == torch.float64 \
-        else "float32"
-
-
 @check("matches_reference", required=("inputs",), optional=(*_TARGET, "dims", "args", "reference",
                                                            "rtol", "atol", "rtol32", "atol32",
-                                                           "precision", "max_examples"))
+                                                           "precision", "max_examples",
+                                                           "broadcast_to"),
+       types={"broadcast_to": string()})
 def check_matches_reference(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
-    """The student's output equals the reference's on hypothesis-generated inputs."""
+    """The student's output equals the reference's on hypothesis-generated inputs.
+
+    ``broadcast_to`` (an input's name): each output is first broadcast to that input's
+    shape, as the reference's is: a variance of shape (B, 1, 1, 1) and one of x0's shape
+    are both right, one that does not broadcast to x0's is wrong. A float64 miss is re-run
+    in float32 (``judge_with_float32_retry``): float32 inside is float32 code, not a wrong
+    answer."""
     reference = ctx.ref(params.get("reference") or params.get("function"))
     preflight(ctx, params)
-    strategy = _examples(params)
+    strategy = examples(params)
     state: dict[str, Any] = {}
+    like = params.get("broadcast_to")
+
+    def broadcast(actual: Any, expected: Any, example: dict[str, Any]) -> tuple[Any, str | None]:
+        if like is None:
+            return actual, None
+        return broadcast_outputs(actual, expected, tuple(example[like].shape))
 
     def run(example: dict[str, Any], precision: str) -> Any:
         dtype = torch.float64 if precision == "float64" else torch.float32
         try:
-            fn = target(ctx, params, _infer_dims(example, params), precision)
-            return ctx.kernel.call(fn, *_tensors(example, params, dtype), seed=ctx.seed)
+            fn = target(ctx, params, infer_dims(example, params), precision)
+            return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
 
     def prop(example: dict[str, Any]) -> None:
         if "precision" not in state:
-            state["precision"] = _precision(ctx, params, example)
+            state["precision"] = choose_precision(ctx, params, example)
         precision = state["precision"]
         actual = run(example, precision)
-        args = _tensors(example, params, torch.float64)   # float32-representable values
-        expected = reference(*args)
-        why, inside = judge_with_float32_retry(actual, expected, params, precision,
-                                               lambda: run(example, "float32"))
-        state["float32_inside"] = state.get("float32_inside", 0) + inside
+        args = tensors(example, params, torch.float64)   # float32-representable values
+        expected, _ = broadcast(*[reference(*args)] * 2, example)
+        shaped, why = broadcast(actual, expected, example)
+        if why is None:
+            why, inside = judge_with_float32_retry(
+                shaped, expected, params, precision,
+                lambda: broadcast(run(example, "float32"), expected, example)[0])
+            state["float32_inside"] = state.get("float32_inside", 0) + inside
         if why:
-            raise PropertyFailure(why, {"inputs": format_inputs(example),
-                                        "expected": _short(expected), "actual": _short(actual)})
+            raise PropertyFailure(why, {"inputs": example,
+                                        "expected": expected, "actual": actual})
 
     tried, failure = run_property(strategy, prop, int(params.get("max_examples",
                                                                    ctx.max_examples)))
     extra = {"float32_inside": state["float32_inside"]} if state.get("float32_inside") else {}
-    return _verdict_of(failure, tried, f"matches the reference on {tried} generated inputs",
-                       precision=state.get("precision"), **extra)
-
-
-def judge_with_float32_retry(actual: Any, expected: Any, params: dict[str, Any], precision: str,
-                             again: Callable[[], Any]) -> tuple[str | None, bool]:
-    """Why ``actual`` is not ``expected`` (None if it is), and whether it took a float32 rerun.
-
-    Code that takes float64 and returns float64 may compute in float32 inside (LABS.md's
-    dtype; how the student computes is free): a float64 miss is re-run in float32,
-    ``again()``, on the same inputs and judged as float32-only code is, so float64-capable
-    code never meets a stricter standard than float32 code. The float64 finding is the one
-    reported when both miss.
-    """
-    why = mismatch(actual, expected, Tolerance.of(params, precision))
-    if why is None or precision != "float64":
-        return why, False
-    try:
-        rerun = again()
-    except PropertyFailure:
-        return why, False
-    if mismatch(rerun, expected, Tolerance.of(params, "float32")) is None:
-        return None, True
-    return why, False
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_short(v) for v in value) + ")"
-    if isinstance(value, torch.Tensor):
-        return format_inputs({"v": value})["v"]
-    return repr(value)[:300]
+    shaped = f" (outputs broadcast to {like}'s shape)" if like else ""
+    return verdict_of(failure, tried, f"matches the reference on {tried} generated inputs{shaped}",
+                      precision=state.get("precision"), **extra)
 
 
 @check("output_shapes", required=("inputs", "outputs"),
@@ -233,21 +102,21 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     preflight(ctx, params)
 
     def prop(example: dict[str, Any]) -> None:
-        dims = _infer_dims(example, params)
+        dims = infer_dims(example, params)
         try:
             fn = target(ctx, params, dims)
             if "module" in params and isinstance(fn, Handle):   # eval mode, as models are
                 ctx.kernel.call(Attr(fn, "eval"), keep=True)     # used (BatchNorm at B = 1)
-            out = ctx.kernel.call(fn, *_tensors(example, params, torch.float32), seed=ctx.seed)
+            out = ctx.kernel.call(fn, *tensors(example, params, torch.float32), seed=ctx.seed)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         outs = [out] if single else out
         if not isinstance(outs, (tuple, list)) or len(outs) != len(expected_shapes):
             raise PropertyFailure(f"expected {len(expected_shapes)} outputs, got "
-                                  f"{type(out).__name__}", {"inputs": format_inputs(example)})
+                                  f"{type(out).__name__}", {"inputs": example})
         for i, (o, shape) in enumerate(zip(outs, expected_shapes)):
             want = tuple(dims[s] if isinstance(s, str) else s for s in shape)
-            ce = {"inputs": format_inputs(example), "expected": f"shape {want}"}
+            ce = {"inputs": example, "expected": f"shape {want}"}
             if not isinstance(o, torch.Tensor) or not o.is_floating_point():
                 raise PropertyFailure(f"output {i} is not a floating tensor", ce)
             if tuple(o.shape) != want:
@@ -255,14 +124,14 @@ def check_output_shapes(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                                       {**ce, "actual": f"shape {tuple(o.shape)}"})
             if not torch.isfinite(o).all():
                 raise PropertyFailure(f"output {i} contains nan or inf",
-                                      {**ce, "actual": _short(o)})
+                                      {**ce, "actual": o})
             if lo is not None and (o.min() < lo or o.max() > hi):
                 raise PropertyFailure(f"output {i} leaves [{lo}, {hi}]: min {o.min().item():.4g},"
-                                      f" max {o.max().item():.4g}", {**ce, "actual": _short(o)})
+                                      f" max {o.max().item():.4g}", {**ce, "actual": o})
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", min(ctx.max_examples, 10))))
-    return _verdict_of(failure, tried, f"shapes, dtype and values right on {tried} inputs")
+    return verdict_of(failure, tried, f"shapes, dtype and values right on {tried} inputs")
 
 
 @check("known_values", required=("cases",), optional=(*_TARGET, "rtol", "atol"),
@@ -303,13 +172,13 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
     def prop(example: dict[str, Any]) -> None:
         try:
-            out = ctx.kernel.call(target(ctx, params, _infer_dims(example, params)),
-                                  *_tensors(example, params, torch.float32), seed=ctx.seed)
+            out = ctx.kernel.call(target(ctx, params, infer_dims(example, params)),
+                                  *tensors(example, params, torch.float32), seed=ctx.seed)
         except StudentException as exc:
-            raise _student_error(exc, example) from None
+            raise student_error(exc, example) from None
         o = out.double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
-        ce = {"inputs": format_inputs(example), "expected": _range_text(lo, hi),
-              "actual": _short(out)}
+        ce = {"inputs": example, "expected": _range_text(lo, hi),
+              "actual": out}
         if not torch.isfinite(o).all():
             raise PropertyFailure("output is not finite", ce)
         if lo is not None and o.min() < lo - atol:
@@ -317,9 +186,9 @@ def check_output_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         if hi is not None and o.max() > hi + atol:
             raise PropertyFailure(f"output {o.max().item():.6g} is above {hi}", ce)
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
-    return _verdict_of(failure, tried, f"outputs within bounds on {tried} inputs")
+    return verdict_of(failure, tried, f"outputs within bounds on {tried} inputs")
 
 
 def _range_text(lo: float | None, hi: float | None) -> str:
@@ -338,7 +207,7 @@ def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     family-wise false-alarm rate is ``alpha`` (default 1e-6), Bonferroni-corrected.
     """
     n, alpha = int(params["samples"]), float(params.get("alpha", 1e-6))
-    base = [torch.tensor(params["inputs"][k], dtype=torch.float32) for k in _arg_names(params)]
+    base = [torch.tensor(params["inputs"][k], dtype=torch.float32) for k in arg_names(params)]
     args = [b.repeat(n, *[1] * (b.dim() - 1)) for b in base]
     try:
         out = ctx.kernel.call(target(ctx, params), *args, seed=ctx.seed)
@@ -347,16 +216,16 @@ def check_normal_moments(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
                               traceback=exc.traceback)
     if not isinstance(out, torch.Tensor) or out.shape != args[0].shape:
         return Verdict.failed(f"expected a tensor of shape {tuple(args[0].shape)}, got "
-                              f"{_short(out)[:100]}")
+                              f"{show(out)[:100]}")
     mean, std = ctx.ref(params["moments"])(*[b.double() for b in base])
     rows = out.reshape(n, -1, *out.shape[1:])
     res = normal_moment_test(rows, mean, std, alpha)
     details = {"samples": n, "alpha": alpha, "z_critical": round(res["z_critical"], 3),
                "worst_z_mean": round(res["worst_z_mean"], 3),
                "worst_z_var": round(res["worst_z_var"], 3)}
-    inputs = format_inputs(dict(zip(_arg_names(params), base)))
-    ce = {"inputs": inputs, "expected": f"mean {_short(mean)}, std {_short(std)}",
-          "actual": f"mean {_short(res['sample_mean'])}, std {_short(res['sample_std'])}"}
+    inputs = dict(zip(arg_names(params), base))
+    ce = {"inputs": inputs, "expected": f"mean {show(mean)}, std {show(std)}",
+          "actual": f"mean {show(res['sample_mean'])}, std {show(res['sample_std'])}"}
     if res["mean_ok"] and res["var_ok"]:
         return Verdict.passed(f"mean and std match over {n} draws (false-alarm rate {alpha:g})",
                               **details)

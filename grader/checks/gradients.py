@@ -32,13 +32,13 @@ from typing import Any, Callable
 import torch
 
 from ..errors import StudentException
+from ..report.values import text as show
 from .compare import Tolerance, mismatch
-from .functions import (_arg_names, _examples, _infer_dims, _precision, _short, _student_error,
-                        _tensors, _verdict_of, preflight, target)
+from .harness import (arg_names, choose_precision, examples, infer_dims, preflight, run_property,
+                      student_error, target, tensors, verdict_of)
 from .numeric import gradient_mismatch
 from .params import LITERAL_INPUTS
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
 
 __all__ = ["elementwise_rel_error", "normwise_rel_error", "reference_gradients",
            "judge_gradients"]
@@ -139,29 +139,29 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 
     def prop(example: dict[str, Any]) -> None:
         if "precision" not in state:
-            state["precision"] = _precision(ctx, params, example)
+            state["precision"] = choose_precision(ctx, params, example)
 
         def run(precision: str) -> Any:
             dtype = torch.float64 if precision == "float64" else torch.float32
             try:
-                fn = target(ctx, params, _infer_dims(example, params), precision)
-                return ctx.kernel.call(fn, *_tensors(example, params, dtype), seed=ctx.seed)
+                fn = target(ctx, params, infer_dims(example, params), precision)
+                return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
             except StudentException as exc:
-                raise _student_error(exc, example) from None
+                raise student_error(exc, example) from None
 
-        fwd_args = _tensors(example, {**params, "args": fwd_names}, torch.float64)
-        cot = _tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]
+        fwd_args = tensors(example, {**params, "args": fwd_names}, torch.float64)
+        cot = tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]
         auto = reference_gradients(forward, fwd_args, wrt, cot, fd_eps, fd_tol, ctx.seed)
         actual, why = judge_gradients(run, auto, returns, state["precision"], tol, tol32)
         if why:
             raise PropertyFailure(why, {
-                "inputs": format_inputs(example),
-                "expected": _short(tuple(auto) if len(auto) > 1 else auto[0]),
-                "actual": _short(actual)})
+                "inputs": example,
+                "expected": tuple(auto) if len(auto) > 1 else auto[0],
+                "actual": actual})
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
-    return _verdict_of(failure, tried, f"gradients w.r.t. {', '.join(returns)} match autograd "
+    return verdict_of(failure, tried, f"gradients w.r.t. {', '.join(returns)} match autograd "
                        f"of the reference (confirmed by finite differences) on {tried} "
                        "generated inputs",
                        precision=state.get("precision"))
@@ -249,10 +249,10 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     check depends on re-seeding reproducing the student's noise. Inputs are fixed in the
     rubric; float64 where the code allows it.
     """
-    names = _arg_names(params)
+    names = arg_names(params)
     base = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
     wrt = [names.index(w) for w in params["wrt"]]
-    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+    precision = choose_precision(ctx, {**params, "inputs": {k: {} for k in names}},
                            dict(zip(names, [b.numpy() for b in base])))
     dtype = torch.float64 if precision == "float64" else torch.float32
     f64 = precision == "float64"
@@ -275,7 +275,7 @@ def check_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         return [torch.zeros_like(xs[i]) if g is None or not torch.is_tensor(g) else g.double()
                 for i, g in zip(wrt, got)]
 
-    ce = {"inputs": format_inputs(dict(zip(names, base)))}
+    ce = {"inputs": dict(zip(names, base))}
     try:
         cot = torch.randn(value(args).shape, generator=torch.Generator().manual_seed(ctx.seed),
                           dtype=torch.float64)
@@ -317,7 +317,7 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         raise KeyError(f"inputs must include `{mu_name}` and `{lv_name}`")
     args = [torch.tensor(params["inputs"][k], dtype=torch.float64) for k in names]
     i_mu, i_lv = names.index(mu_name), names.index(lv_name)
-    precision = _precision(ctx, {**params, "inputs": {k: {} for k in names}},
+    precision = choose_precision(ctx, {**params, "inputs": {k: {} for k in names}},
                            dict(zip(names, [a.numpy() for a in args])))
     dtype = torch.float64 if precision == "float64" else torch.float32
     tol = Tolerance(float(params.get("rtol", 1e-6 if precision == "float64" else 1e-4)),
@@ -325,7 +325,7 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     gen = torch.Generator().manual_seed(ctx.seed)
     cot = torch.randn(args[i_mu].shape, generator=gen, dtype=torch.float64)
     cot = cot + 0.5 * torch.sign(cot)                      # no tiny cotangents
-    ce: dict[str, Any] = {"inputs": format_inputs(dict(zip(names, args)))}
+    ce: dict[str, Any] = {"inputs": dict(zip(names, args))}
     try:
         z, (g_mu, g_lv) = ctx.kernel.call_with_grad(
             target(ctx, params), *[a.to(dtype) for a in args], wrt=[i_mu, i_lv],
@@ -337,19 +337,19 @@ def check_pathwise_gradient(ctx: CheckContext, params: dict[str, Any]) -> Verdic
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(mu.shape) \
             or not z.is_floating_point() or not bool(torch.isfinite(z).all()):
         return Verdict.failed(f"expected a finite float tensor z of shape {tuple(mu.shape)}, "
-                              f"got {_short(z)[:120]}", ce, precision=precision)
+                              f"got {show(z)[:120]}", ce, precision=precision)
     z = z.double()
     wanted = ((mu_name, g_mu, cot, "1"), (lv_name, g_lv, cot * (z - mu) / 2, "(z - mu) / 2"))
     for name, got, expected, rule in wanted:
         if got is None or not torch.is_tensor(got) or not bool((got != 0).any()):
             return Verdict.failed(f"no gradient reaches `{name}` through the sample (a "
                                   ".detach(), torch.normal, or a copy out of the graph?)",
-                                  {**ce, "expected": _short(expected), "actual":
-                                   "None" if got is None else _short(got)}, precision=precision)
+                                  {**ce, "expected": expected, "actual":
+                                   "None" if got is None else show(got)}, precision=precision)
         why = mismatch(got, expected, tol, path=f"<c, dz/d{name}>")
         if why:
             return Verdict.failed(f"dz/d{name} is not {rule} element by element: {why}",
-                                  {**ce, "expected": _short(expected), "actual": _short(got)},
+                                  {**ce, "expected": expected, "actual": got},
                                   precision=precision)
     return Verdict.passed(f"dz/d{mu_name} = 1 and dz/d{lv_name} = (z - mu) / 2 hold on the "
                           f"sample ({precision})", precision=precision)

@@ -23,7 +23,7 @@ from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from .params import integer
-from .registry import CheckContext, PropertyFailure, Verdict, check
+from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
 
 _CHUNK = 16384
 _ELBO_ROWS = 512          # rows per call of the student's ``elbo`` (see _student_elbos)
@@ -195,7 +195,8 @@ def check_likelihood_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdic
                           **details)
 
 
-@check("test_elbo", required=("zero_at", "full_at"), optional=("model", "data", "samples"))
+@check("test_elbo", required=("zero_at", "full_at"), optional=("model", "data", "samples"),
+       metric=Metric("test_elbo_nats", True))
 def check_test_elbo(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The grader's ELBO on the test split, credited linearly between calibrated anchors."""
     model = _model(ctx, params)

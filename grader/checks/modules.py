@@ -15,10 +15,9 @@ import torch
 from ..errors import StudentException
 from ..protocol import Attr
 from .compare import Tolerance, mismatch
-from .functions import _examples, _infer_dims, _short, _verdict_of, target
+from .harness import examples, infer_dims, run_property, target, verdict_of
 from .params import anything, list_of
 from .registry import CheckContext, PropertyFailure, Verdict, check
-from .strategies import format_inputs, run_property
 
 __all__ = ["library_module", "arrange"]
 
@@ -101,7 +100,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
         return handle
 
     def run(example: dict[str, Any], precision: str) -> None:
-        dims = _infer_dims(example, params)
+        dims = infer_dims(example, params)
         dtype = torch.float64 if precision == "float64" else torch.float32
         lib = library_module(params["torch"], torch_args, dims, ctx.seed, dtype)
         weights = {k: v.detach().clone() for k, v in lib.state_dict().items()}
@@ -113,7 +112,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
             raise PropertyFailure(
                 f"your module has no parameter {', '.join(exc.args[0])} to receive "
                 f"torch.nn.{params['torch']}'s weights ({shapes}): keep the documented "
-                "parameter names", {"inputs": format_inputs(example)}) from None
+                "parameter names", {"inputs": example}) from None
         except StudentException as exc:
             if precision == "float64":
                 raise _NoFloat64() from None
@@ -121,7 +120,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
                 f"could not load torch.nn.{params['torch']}'s parameters "
                 f"({', '.join(f'{k} {tuple(v.shape)}' for k, v in weights.items())}) into your "
                 f"module: {exc.ename}: {exc.evalue[:300]}",
-                {"inputs": format_inputs(example)}) from None
+                {"inputs": example}) from None
         tol = (Tolerance(float(params.get("rtol", 0.0)), float(params.get("atol", 1e-10)))
                if precision == "float64" else
                Tolerance(float(params.get("rtol32", 0.0)), float(params.get("atol32", 1e-5))))
@@ -136,7 +135,7 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
                     raise _NoFloat64() from None
                 raise PropertyFailure(f"forward({_form_text(form)}) raised {exc.ename}: "
                                       f"{exc.evalue[:300]}",
-                                      {"inputs": format_inputs(example)}) from None
+                                      {"inputs": example}) from None
             if precision == "float64" and not _all_float64(actual):
                 raise _NoFloat64()
             why = mismatch(actual, expected, tol)
@@ -144,8 +143,8 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
                 raise PropertyFailure(
                     f"forward({_form_text(form)}) differs from torch.nn.{params['torch']} with "
                     f"the same weights ({precision}): {why}",
-                    {"inputs": format_inputs(example), "expected": _short(expected),
-                     "actual": _short(actual)})
+                    {"inputs": example, "expected": expected,
+                     "actual": actual})
 
     def prop(example: dict[str, Any]) -> None:
         if "precision" not in state:
@@ -164,8 +163,8 @@ def check_matches_torch_module(ctx: CheckContext, params: dict[str, Any]) -> Ver
             pass                                   # a real difference: report it in float64
         return "float64"
 
-    tried, failure = run_property(_examples(params), prop,
+    tried, failure = run_property(examples(params), prop,
                                   int(params.get("max_examples", ctx.max_examples)))
-    return _verdict_of(failure, tried, f"equals torch.nn.{params['torch']} with the same weights "
+    return verdict_of(failure, tried, f"equals torch.nn.{params['torch']} with the same weights "
                        f"on {tried} generated inputs ({state.get('precision')})",
                        precision=state.get("precision"))

@@ -17,7 +17,8 @@ from ..errors import MissingName, StudentException
 from ..protocol import Handle, KernelProxy, Name
 from .params import Param, declarations
 
-__all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec"]
+__all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec",
+           "Metric"]
 
 
 @dataclass
@@ -60,16 +61,29 @@ class CheckSpec:
     doc: str
     types: dict[str, Param] = field(default_factory=dict)
     undeclared: tuple[str, ...] = ()        # parameters with no declaration (a test refuses)
+    metric: Metric | None = None            # a metric credited between calibrated anchors
 
 
 REGISTRY: dict[str, CheckSpec] = {}
+_PENDING = object()          # a memo value some task is computing now
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a threshold check measures, for ``grader calibrate``: the verdict's ``details``
+    key holding the value, and whether higher is better. Its anchors are the item's
+    ``zero_at`` (no credit) and ``full_at`` (full credit)."""
+
+    detail: str
+    higher_is_better: bool
 
 
 def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (),
-          types: dict[str, Param] | None = None
+          types: dict[str, Param] | None = None, metric: Metric | None = None
           ) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
     """Register ``fn`` as the check ``kind`` taking these rubric ``params``; ``types``
-    declares those the shared vocabulary does not, or means otherwise here."""
+    declares those the shared vocabulary does not, or means otherwise here; ``metric``
+    makes it a threshold check that ``grader calibrate`` knows how to anchor."""
 
     def register(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
         if kind in REGISTRY:
@@ -78,7 +92,7 @@ def check(kind: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...
         declared, undeclared = declarations(kind, names, types)
         REGISTRY[kind] = CheckSpec(kind, fn, frozenset(required), frozenset(optional),
                                    (fn.__doc__ or "").strip().split("\n")[0], declared,
-                                   tuple(undeclared))
+                                   tuple(undeclared), metric)
         return fn
 
     return register
@@ -93,18 +107,27 @@ class CheckContext:
     seed: int
     max_examples: int = 30
     device: str = "cpu"
-    _models: dict[tuple[str, str, tuple[Any, ...]], Handle] = field(default_factory=dict)
     _names: dict[str, bool] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict)
 
-    def memo(self, key: str, compute: Any) -> Any:
+    def memo(self, key: Any, compute: Any) -> Any:
         """``compute()`` once per grading for ``key`` (its exception too): items that need
-        the same expensive draw (1,000 samples of a trained model) share it."""
+        the same expensive draw (1,000 samples of a trained model) share it. Items checked
+        together (:func:`grader.batching.together`) that ask while another computes it wait
+        their turn for its value."""
+        from ..batching import wait_turn
+
+        while self._memo.get(key) is _PENDING:
+            wait_turn()
         if key not in self._memo:
+            self._memo[key] = _PENDING
             try:
                 self._memo[key] = (True, compute())
             except Exception as exc:  # noqa: BLE001 - replayed to every item that asks
                 self._memo[key] = (False, exc)
+            except BaseException:
+                del self._memo[key]
+                raise
         ok, value = self._memo[key]
         if not ok:
             raise value
@@ -132,15 +155,15 @@ class CheckContext:
         """
         cls, checkpoint = spec["class"], spec.get("checkpoint")
         args = tuple(spec.get("args", []))
-        key = (cls, checkpoint or "", args)
-        if key not in self._models:
+
+        def build() -> Handle:
             self.require(cls)
             if checkpoint:
-                self._models[key] = self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
-            else:
-                torch.manual_seed(self.seed)
-                self._models[key] = self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
-        return self._models[key]
+                return self.kernel.load_checkpoint(Name(cls), checkpoint, *args)
+            torch.manual_seed(self.seed)
+            return self.kernel.call(Name(cls), *args, seed=self.seed, keep=True)
+
+        return self.memo(("model", cls, checkpoint or "", args), build)
 
     def ref(self, name: str) -> Any:
         """A name from the trusted reference module."""

@@ -21,7 +21,7 @@ from ..data import digits
 from ..metrics import class_coverage, fid, memorisation
 from ..protocol import Attr, Name
 from .params import integer, number
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Metric, Verdict, check
 
 __all__ = ["sample_grid_png"]
 
@@ -99,7 +99,8 @@ def _real(params: dict[str, Any]) -> torch.Tensor:
     return digits(data.get("split", "test"), data.get("form", "binary"))
 
 
-@check("sample_fid", required=("zero_at", "full_at"), optional=(*_SAMPLING, "data"))
+@check("sample_fid", required=("zero_at", "full_at"), optional=(*_SAMPLING, "data"),
+       metric=Metric("fid", False))
 def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """FID of ``model.sample(n)`` against the test split; linear credit between anchors.
 

@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["grading_settings", "input_sets", "run_property", "format_inputs", "shapes_of"]
+__all__ = ["grading_settings", "input_sets", "run_property", "draw_examples", "first_failure",
+           "keyed", "shapes_of", "EXAMPLE_CACHE"]
 
 KINDS = ("floats", "binary", "digits", "integers")
+_SEED = 0x6772616465      # "grade": where every derandomised search starts
 
 
 def grading_settings(max_examples: int) -> settings:
@@ -91,19 +97,7 @@ def input_sets(inputs: dict[str, Any], dims: dict[str, Any]
         arrays = {name: draw_fn(_array(spec, shapes[name])) for name, spec in inputs.items()}
         return {**arrays, "_dims": sizes}
 
-    return draw()
-
-
-def format_inputs(arrays: dict[str, Any]) -> dict[str, str]:
-    """Short, readable text of each input, for the student's report."""
-    out = {}
-    for name, value in arrays.items():
-        if name.startswith("_"):
-            continue
-        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-        text = np.array2string(arr, precision=6, threshold=40, edgeitems=3, max_line_width=100)
-        out[name] = f"shape {tuple(arr.shape)}: {text}" if arr.ndim else text
-    return out
+    return keyed(draw(), "input_sets", inputs, dims)
 
 
 @contextlib.contextmanager
@@ -134,16 +128,122 @@ def _no_local_constants() -> Iterator[None]:
         cache.cache.clear()
 
 
-def _replay(examples: list[Any], test: Callable[[Any], None]
-            ) -> tuple[int, BaseException | None]:
-    """Run ``test`` on recorded examples in order; the first failure, not shrunk."""
-    for n, example in enumerate(examples, 1):
+def _seeded(test: Callable[[], None]) -> Callable[[], None]:
+    """One fixed seed for every search: derandomised hypothesis otherwise seeds from the test
+    function's source, and drawing the inputs up front (:func:`draw_examples`) must meet
+    exactly the inputs the search meets (:func:`_search`)."""
+    return seed(_SEED)(test)
+
+
+def keyed(strategy: st.SearchStrategy[Any], *key: Any) -> st.SearchStrategy[Any]:
+    """Mark ``strategy`` as fully described by ``key`` (plain data: the rubric's input specs),
+    so the examples it yields are drawn once and reused (:func:`draw_examples`)."""
+    strategy.grader_key = key  # type: ignore[attr-defined]
+    return strategy
+
+
+def draw_examples(strategy: st.SearchStrategy[Any], max_examples: int) -> list[Any]:
+    """The inputs hypothesis tries, in order, when the property holds on all of them.
+
+    Generation with ``derandomize`` depends only on the strategy and on which inputs
+    failed: with a test that never fails it is the sequence a passing property meets, the
+    same for every submission. Drawing it costs more than the kernel's answers (about
+    10 ms an input), so a :func:`keyed` strategy's examples are drawn once per key and
+    version of this code, kept in memory and on disk (JSON, never pickle, see
+    :class:`ExampleCache`), and every use gets a fresh copy: the first submission and the
+    three-hundredth meet the same values of the same types.
+    """
+    key = getattr(strategy, "grader_key", None)
+    if key is None:
+        return _draw(strategy, max_examples)
+    return EXAMPLE_CACHE.get((key, max_examples), lambda: _draw(strategy, max_examples))
+
+
+def _draw(strategy: st.SearchStrategy[Any], max_examples: int) -> list[Any]:
+    drawn: list[Any] = []
+
+    def keep(example: Any) -> None:
+        drawn.append(example)
+
+    with _no_local_constants():
+        _seeded(grading_settings(max_examples)(given(strategy)(keep)))()
+    return drawn
+
+
+class ExampleCache:
+    """Drawn examples by key: in memory, and as JSON files in ``GRADER_CACHE`` (default
+    ``~/.cache/grader``) shared by a batch's workers and later runs. Only the grader's own
+    process writes there (the kernel cannot see it); a file that cannot be read is drawn
+    again. The file name hashes the key with hypothesis's version and the source of
+    ``grader/checks``, so a change in how inputs are drawn never meets an old file."""
+
+    def __init__(self) -> None:
+        self._memory: dict[str, str] = {}
+        self._salt: str | None = None
+
+    def get(self, key: Any, draw: Callable[[], list[Any]]) -> list[Any]:
+        from ..oracle import pack_example, unpack_example
+
+        digest = self._digest(key)
+        text = self._memory.get(digest) or self._read(digest)
+        if text is None:
+            try:
+                text = json.dumps([pack_example(e) for e in draw()], separators=(",", ":"))
+            except TypeError:             # a value JSON cannot hold: nothing to keep
+                return draw()
+            self._write(digest, text)
+        self._memory[digest] = text
+        return [unpack_example(e) for e in json.loads(text)]
+
+    def _digest(self, key: Any) -> str:
+        if self._salt is None:
+            import hypothesis
+
+            source = hashlib.sha256(hypothesis.__version__.encode())
+            for path in sorted(Path(__file__).parent.glob("*.py")):
+                source.update(path.read_bytes())
+            self._salt = source.hexdigest()
+        text = json.dumps([self._salt, key], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @staticmethod
+    def _folder() -> Path:
+        return Path(os.environ.get("GRADER_CACHE") or Path.home() / ".cache" / "grader") \
+            / "examples"
+
+    def _read(self, digest: str) -> str | None:
         try:
-            test(example)
-        except BaseException as exc:  # noqa: BLE001 - the failure, whatever it is
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            return n, exc
+            text = (self._folder() / f"{digest}.json").read_text()
+            json.loads(text)
+        except (OSError, ValueError):
+            return None
+        return text
+
+    def _write(self, digest: str, text: str) -> None:
+        folder = self._folder()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            part = folder / f"{digest}.{os.getpid()}.part"
+            part.write_text(text)
+            os.replace(part, folder / f"{digest}.json")
+        except OSError:
+            pass                          # a read-only home: the memory copy serves
+
+
+EXAMPLE_CACHE = ExampleCache()
+
+
+def first_failure(examples: list[Any], test: Callable[[Any], None]
+                  ) -> tuple[int, BaseException | None]:
+    """``test`` on every example, their kernel calls batched (:func:`grader.batching.
+    together`): (examples tried, the first failure in order, not shrunk, or None)."""
+    from ..batching import together
+
+    for n, result in enumerate(together([functools.partial(test, e) for e in examples]), 1):
+        if isinstance(result.error, (KeyboardInterrupt, SystemExit)):
+            raise result.error
+        if result.error is not None:
+            return n, result.error
     return len(examples), None
 
 
@@ -151,16 +251,44 @@ def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
                  max_examples: int) -> tuple[int, BaseException | None]:
     """Run ``test`` on examples; returns (examples tried, the final shrunk failure or None).
 
-    A ``SubmissionError`` that is not about the input (the kernel died, a call timed
-    out) stops the search at once: later calls re-raise it without touching the kernel.
+    The examples hypothesis would try are drawn first and tested together, their kernel
+    calls batched into a few round trips. Only when one fails does hypothesis run the
+    property itself, one input at a time, to find the smallest failing input (the same
+    search as always: it meets the same inputs first). A ``SubmissionError`` that is not
+    about the input (the kernel died, a call timed out) stops the search at once: later
+    calls re-raise it without touching the kernel.
     """
-    from ..errors import ExecutionTimeout, KernelDied, ProtocolError
     from ..oracle import EXAMPLES, pack_example
 
     session = EXAMPLES.get()
     if session is not None and session.replaying:
-        return _replay(session.replay(), test)
+        return first_failure(session.replay(), test)
     log = session.record() if session is not None else None
+    examples = draw_examples(strategy, max_examples)
+    if log is not None:
+        log.extend(pack_example(example) for example in examples)
+    tried, failure = first_failure(examples, test)
+    if failure is None or _is_fatal(failure):
+        return tried, failure
+    if log is not None:
+        del log[:]
+    shrunk_tried, shrunk = _search(strategy, test, max_examples, log)
+    # hypothesis meets the same inputs first; should it not fail (a submission whose answers
+    # change between runs), the failure already seen stands, unshrunk
+    return (shrunk_tried, shrunk) if shrunk is not None else (tried, failure)
+
+
+def _is_fatal(error: BaseException) -> bool:
+    from ..errors import ExecutionTimeout, KernelDied, ProtocolError
+
+    return isinstance(error, (KernelDied, ExecutionTimeout, ProtocolError))
+
+
+def _search(strategy: st.SearchStrategy[Any], test: Callable[[Any], None], max_examples: int,
+            log: list[Any] | None) -> tuple[int, BaseException | None]:
+    """Hypothesis runs ``test`` itself, one input at a time, and shrinks a failure."""
+    from ..oracle import pack_example
+
     fatal: list[BaseException] = []
     count = [0]
 
@@ -172,11 +300,12 @@ def run_property(strategy: st.SearchStrategy[Any], test: Callable[[Any], None],
             log.append(pack_example(example))
         try:
             test(example)
-        except (KernelDied, ExecutionTimeout, ProtocolError) as exc:
-            fatal.append(exc)
+        except BaseException as exc:
+            if _is_fatal(exc):
+                fatal.append(exc)
             raise
 
-    runner = grading_settings(max_examples)(given(strategy)(wrapped))
+    runner = _seeded(grading_settings(max_examples)(given(strategy)(wrapped)))
     try:
         with _no_local_constants():
             runner()

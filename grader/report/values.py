@@ -85,11 +85,17 @@ def _array(value: Any) -> np.ndarray | None:
     return None
 
 
+def _array_text(array: np.ndarray) -> str:
+    """``32``, ``0.05``, ``shape (2, 3): [[...]]``: numpy's print, six digits, 40 numbers."""
+    shown = np.array2string(array, precision=6, threshold=40, edgeitems=3, max_line_width=100)
+    return f"shape {tuple(array.shape)}: {shown}" if array.ndim else shown
+
+
 def text(value: Any, depth: int = 0) -> str:
     """Short, readable text of one value (an input, an expected or an actual value).
 
     Text stays as it is (a check may have formatted it); numbers, tensors and arrays are
-    written as ``format_inputs`` writes a failing input; tuples, lists and dicts of other
+    written as ``_array_text`` does; tuples, lists and dicts of other
     things element by element; anything else by ``str``.
     """
     if isinstance(value, str):
@@ -100,9 +106,7 @@ def text(value: Any, depth: int = 0) -> str:
         return _cut(_str(value))
     array = _array(value)
     if array is not None:
-        from ..checks.strategies import format_inputs   # the checks' own way to show inputs
-
-        return _cut(format_inputs({"value": array})["value"])
+        return _cut(_array_text(array))
     if isinstance(value, dict):
         inner = ", ".join(f"{_str(k)}: {text(v, depth + 1)}" for k, v in value.items())
         return _cut("{" + inner + "}")
@@ -114,7 +118,7 @@ def text(value: Any, depth: int = 0) -> str:
 
 def inputs(value: Any) -> dict[str, str]:
     """The failing input: name -> text. Names starting with ``_`` are the example's private
-    parts (as in ``format_inputs``) and are left out."""
+    parts (drawn sizes) and are left out."""
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -42,7 +42,23 @@ def _resolve(ref):
     if "$attr" in ref:
         obj, name = ref["$attr"]
         return getattr(_decode(obj), name)
+    if "$back" in ref:
+        return _earlier(int(ref["$back"]))
     raise ValueError(f"unknown reference {ref!r}")
+
+
+_answered = []     # the answers so far of the batch being run (for ``$back``)
+
+
+def _earlier(back):
+    """The object kept by the step ``back`` places before this one in the same batch."""
+    if not 0 < back <= len(_answered):
+        raise ValueError(f"no step {back} back in this batch")
+    item = _answered[-back]
+    value = item.get("value") if item.get("ok") else None
+    if not (isinstance(value, dict) and value.get("$handle") in _handles):
+        raise ValueError(f"the step {back} back kept nothing (it failed, or was not kept)")
+    return _handles[value["$handle"]]
 
 
 def _decode(value):
@@ -105,7 +121,12 @@ def _encode(value, depth=0):
 
 def _seed(seed):
     torch = _torch()
-    torch.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.manual_seed(seed)
+    else:
+        # CPU only: torch.manual_seed would also queue a lazy CUDA seeding, which records the
+        # call stack as text each time, this request's whole code (megabytes) included
+        torch.random.default_generator.manual_seed(seed)
     random.seed(seed)
     try:
         import numpy
@@ -150,11 +171,31 @@ def _call(req):
     picked = out[grad["output"]] if grad.get("output") is not None else out
     if not isinstance(picked, torch.Tensor) or not picked.requires_grad:
         grads = [None] * len(inputs)
+    elif grad.get("cotangents") is not None:
+        grads = _stacked_grads(picked, inputs, _decode(grad["cotangents"]).to(picked.dtype),
+                               bool(grad.get("vectorize")))
     else:
         cot = _decode(grad["cotangent"]) if grad.get("cotangent") else torch.ones_like(picked)
         grads = torch.autograd.grad(picked, inputs, grad_outputs=cot.to(picked.dtype),
                                     allow_unused=True)
     return {"$dict": {"value": _encode(out), "grads": _encode(list(grads))}}
+
+
+def _stacked_grads(out, inputs, cots, vectorize):
+    """The vector-Jacobian products of ``out`` for each of the K stacked ``cots``: per input,
+    (K, *input.shape) (None where no gradient reaches it). ``vectorize``: one batched
+    backward (vmap) where the student's ops allow it, else one backward per cotangent."""
+    torch = _torch()
+    if vectorize:
+        try:
+            return torch.autograd.grad(out, inputs, grad_outputs=cots, retain_graph=True,
+                                       allow_unused=True, is_grads_batched=True)
+        except Exception:  # noqa: BLE001 - an op vmap cannot batch: one at a time
+            pass
+    rows = [torch.autograd.grad(out, inputs, grad_outputs=c, retain_graph=True,
+                                allow_unused=True) for c in cots]
+    return [None if rows[0][i] is None else torch.stack([r[i] for r in rows])
+            for i in range(len(inputs))] if rows else [None] * len(inputs)
 
 
 def _load_checkpoint(req):
@@ -239,8 +280,66 @@ def _instrument(req):
     return _store(obj)
 
 
+class _StepTimeout(BaseException):
+    """A step of a batch ran past its time (BaseException: student code may catch Exception)."""
+
+
+def _on_alarm(_signum, _frame):
+    raise _StepTimeout()
+
+
+def _step(step, seconds):
+    """One step of a batch under a wall-clock alarm, as its own reply item."""
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm) if seconds else None
+    if seconds:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return {"ok": True, "value": _dispatch(step)}
+    except _StepTimeout:
+        return {"ok": False, "timeout": True}
+    except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
+        return _error(exc)
+    finally:
+        if seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _batch(req):
+    """Answer every step of ``req["steps"]`` in order, each on its own (one failing step does
+    not stop the others). A step past ``step_timeout_s`` ends the batch (the rest come back
+    ``skipped``); once the answers pass ``max_bytes`` of JSON the rest come back
+    ``deferred`` (not run) for the grader to send again, so one reply stays bounded. A
+    step may name what an earlier step kept (``{"$back": n}``: n steps before it), so a
+    chain of dependent calls is one request too."""
+    steps, seconds = req["steps"], float(req.get("step_timeout_s") or 0)
+    budget, used, out = int(req.get("max_bytes") or 0), 0, _answered
+    if not req.get("resume"):          # a resumed batch (the deferred rest) keeps what came before
+        del out[:]
+    start = len(out)
+    for n, step in enumerate(steps):
+        if step.get("op") == "batch":
+            raise ValueError("a batch cannot hold a batch")
+        if n and budget and used > budget:
+            out.extend({"deferred": True} for _ in steps[n:])
+            break
+        step["device"] = req.get("device")
+        item = _step(step, seconds)
+        out.append(item)
+        if item.get("timeout"):
+            out.extend({"skipped": True} for _ in steps[n + 1:])
+            break
+        if budget:
+            used += len(json.dumps(item))
+    return out[start:]
+
+
 def _dispatch(req):
     op = req["op"]
+    if op == "batch":
+        return _batch(req)
     if op == "call":
         return _call(req)
     if op == "get":
@@ -259,16 +358,31 @@ def _dispatch(req):
     raise ValueError(f"unknown op {op!r}")
 
 
+def handle_stdin(question):
+    """Answer one request that the grader sends as the answer to ``question`` (stdin)."""
+    import builtins
+
+    return handle(json.loads(builtins.input(question)))
+
+
+def _error(exc):
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"ok": False, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
+            "traceback": "".join(tb[-12:])[-8000:]}
+
+
 def handle(payload):
     """Answer one request (base64 JSON); publish the reply as display_data."""
     from IPython.display import publish_display_data
 
+    import time
+
     req = json.loads(base64.b64decode(payload))
+    started = time.perf_counter()
     try:
         reply = {"ok": True, "value": _dispatch(req)}
     except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        reply = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
-                 "traceback": "".join(tb[-12:])[-8000:]}
+        reply = _error(exc)
+    reply["elapsed_s"] = time.perf_counter() - started     # for the grader's timings only
     reply["nonce"] = req.get("nonce")
     publish_display_data({MIME: reply}, metadata={})

@@ -1,0 +1,211 @@
+"""Many calls into a kernel, one round trip: run independent tasks together.
+
+A check's property is written as plain sequential code: call the student's function on an
+input, compare with the reference, maybe call again. Thirty inputs used to cost thirty (or
+ninety) round trips of a few milliseconds each, which is most of a grading. ``together``
+runs one task per input, *cooperatively*: exactly one task runs at a time, until it asks a
+kernel something (``KernelProxy.request``); then the next task runs. When every task is
+waiting or done, the questions of all of them go to the kernel as one batch request
+(:meth:`KernelProxy.request_many`), each task gets its own answer (or its own exception)
+and they run on, in the same order, to their next question. A property of one call per
+input costs one round trip; one that calls, then differentiates, two.
+
+Nothing about trust changes: every step is the same request as before, answered by the
+same kernel code with the same size and time bounds, and the verdict is computed here.
+What changes is the order in which the kernel executes calls of different inputs (all
+first calls, then all second calls), which a correct submission cannot notice: LABS.md
+promises no state carried between calls except the seeds the grader sets per call.
+
+Tasks are threads, but never concurrent: a task runs only while the scheduler waits for
+it, so grader-side code needs no locks. Each task runs in a copy of the caller's context
+(context variables) and with the caller's autograd mode. ``together`` nests: a task that
+runs ``together`` itself batches its inner tasks' questions with its siblings'.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from .protocol import KernelProxy, Outcome
+
+__all__ = ["together", "gather", "batched", "batched_many", "wait_turn", "in_task", "Result"]
+
+_ROUTE = threading.local()          # .task: the _Task this thread runs, if any
+
+
+class Result:
+    """What one task ended with: its return value or its exception."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+
+    def get(self) -> Any:
+        """The value; raises the task's exception instead, as calling it directly would."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Task:
+    def __init__(self, scheduler: _Scheduler, fn: Callable[[], Any]) -> None:
+        self.scheduler, self.fn = scheduler, fn
+        self.go = threading.Semaphore(0)
+        self.asked: list[tuple[KernelProxy, dict[str, Any]]] | None = None
+        self.answers: list[Outcome] = []
+        self.result: Result | None = None
+        self.stuck = False
+        self.context = contextvars.copy_context()
+        self.grad = torch.is_grad_enabled()
+        self.thread = threading.Thread(target=self._body, daemon=True, name="grader-task")
+
+    def _body(self) -> None:
+        self.go.acquire()
+        _ROUTE.task = self
+        try:
+            with torch.set_grad_enabled(self.grad):
+                self.result = Result(value=self.context.run(self.fn))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as the task's end
+            self.result = Result(error=exc)
+        finally:
+            _ROUTE.task = None
+            self.scheduler.back.release()
+
+    def ask(self, questions: list[tuple[KernelProxy, dict[str, Any]]]) -> list[Outcome]:
+        """Called on this task's thread: wait for the batch that carries ``questions`` (none:
+        just let the others run one round). The grader's random generators are the task's
+        own across the wait: what the others draw meanwhile does not shift its draws."""
+        state = _random_state()
+        self.asked = questions
+        self.scheduler.back.release()
+        self.go.acquire()
+        _set_random_state(state)
+        answers, self.answers = self.answers, []
+        return answers
+
+
+class _Scheduler:
+    def __init__(self) -> None:
+        self.back = threading.Semaphore(0)
+
+    def run(self, fns: Sequence[Callable[[], Any]]) -> list[Result]:
+        tasks = [_Task(self, fn) for fn in fns]
+        for task in tasks:
+            task.thread.start()
+        runnable = tasks
+        while runnable:
+            for task in runnable:                 # one at a time, in order
+                task.go.release()
+                self.back.acquire()               # it asked something, or it ended
+            waiting = [t for t in tasks if t.asked is not None]
+            if not waiting:
+                break
+            questions = [q for t in waiting for q in t.asked or ()]
+            if not questions and len(waiting) == len(runnable):
+                for task in waiting:         # all wait for each other: nothing can change
+                    task.answers, task.asked = [], None
+                    task.stuck = True
+                runnable = waiting
+                continue
+            outcomes = _ask(questions)
+            at = 0
+            for task in waiting:
+                count = len(task.asked or ())
+                task.answers, task.asked = outcomes[at:at + count], None
+                at += count
+            runnable = waiting
+        for task in tasks:
+            task.thread.join()
+        return [t.result or Result(error=RuntimeError("a task did not finish")) for t in tasks]
+
+
+def _ask(questions: list[tuple[KernelProxy, dict[str, Any]]]) -> list[Outcome]:
+    """Answer questions to one or more kernels: one batch per kernel, answers in order."""
+    outcomes: list[Outcome | None] = [None] * len(questions)
+    proxies: dict[int, KernelProxy] = {}
+    for proxy, _ in questions:
+        proxies.setdefault(id(proxy), proxy)
+    for key, proxy in proxies.items():
+        slots = [n for n, (p, _) in enumerate(questions) if id(p) == key]
+        steps = [questions[n][1] for n in slots]
+        outer = getattr(_ROUTE, "task", None)
+        answers = (outer.ask([(proxy, s) for s in steps]) if outer is not None
+                   else proxy.request_many(steps))
+        for n, answer in zip(slots, answers):
+            outcomes[n] = answer
+    return [o for o in outcomes if o is not None]
+
+
+def together(fns: Sequence[Callable[[], Any]]) -> list[Result]:
+    """Run ``fns`` as cooperative tasks whose kernel requests are batched; one Result each,
+    in order. A single function runs directly (nothing to batch)."""
+    if len(fns) == 1:
+        try:
+            return [Result(value=fns[0]())]
+        except BaseException as exc:  # noqa: BLE001 - as a task would end
+            return [Result(error=exc)]
+    return _Scheduler().run(fns)
+
+
+def wait_turn() -> None:
+    """Inside a task: let the other tasks run a round (while waiting for something one of
+    them computes). Raises RuntimeError when every task waits: no one can make progress."""
+    task = getattr(_ROUTE, "task", None)
+    if task is None:
+        return
+    task.ask([])
+    if task.stuck:
+        raise RuntimeError("every task waits for another: nothing can make progress")
+
+
+def in_task() -> bool:
+    """Whether this code runs as a task of :func:`together`."""
+    return getattr(_ROUTE, "task", None) is not None
+
+
+def _random_state() -> tuple[Any, ...]:
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()
+
+
+def _set_random_state(state: tuple[Any, ...]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state[0])
+    random.setstate(state[1])
+    np.random.set_state(state[2])
+
+
+def gather(fns: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Every ``fn()``'s value, their kernel calls batched; the first exception (in order)
+    is raised, as calling them one after another would have."""
+    return [result.get() for result in together(fns)]
+
+
+def batched_many(proxy: KernelProxy, steps: list[dict[str, Any]]) -> list[Outcome] | None:
+    """As :func:`batched`, for steps that must stay together and in order (a chain whose
+    ``$back`` references count within it): they go in one batch, contiguous."""
+    task = getattr(_ROUTE, "task", None)
+    if task is None:
+        return None
+    return task.ask([(proxy, step) for step in steps])
+
+
+def batched(proxy: KernelProxy, op: str, fields: dict[str, Any]) -> Outcome | None:
+    """The answer to a request made inside a task (after its batch went), or None outside
+    one (then the caller sends the request itself)."""
+    task = getattr(_ROUTE, "task", None)
+    if task is None:
+        return None
+    return task.ask([(proxy, {"op": op, **fields})])[0]
