@@ -43,7 +43,7 @@ from .bwrap import WORK_DIR
 
 __all__ = ["PRELOAD", "main"]
 
-PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim",
+PRELOAD = ("numpy", "numpy.random", "torch", "torch.nn", "torch.nn.functional", "torch.optim",
            "torch.utils.data", "IPython", "zmq", "tornado.ioloop", "jupyter_client.session",
            "ipykernel.ipkernel", "ipykernel.kernelapp", "ipykernel.zmqshell",
            "ipykernel.iostream", "ipykernel.heartbeat", "ipykernel.comm", "threadpoolctl",

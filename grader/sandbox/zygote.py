@@ -59,9 +59,9 @@ class ForkedKernel:
     """A kernel forked by the template, with the part of ``subprocess.Popen`` that
     jupyter_client's provisioner uses (``pid``, ``poll``, ``wait``, ``kill``, ...).
 
-    ``pid`` is the kernel's pid-namespace init as this process sees it (its parent for
-    :meth:`KernelSession.peak_rss_mb`), known once the kernel has said ``ready``; ``uid``
-    the host uid it runs as. Any signal stops the kernel: interrupts go by message.
+    ``pid`` (the kernel's parent, for :meth:`KernelSession.peak_rss_mb`) and ``uid`` are
+    known once the kernel has said ``ready``. Any signal stops the kernel: interrupts go
+    by message.
     """
 
     stdin = stdout = stderr = None
@@ -69,7 +69,7 @@ class ForkedKernel:
     def __init__(self, conn: socket.socket, uid: int) -> None:
         self._conn, self.requested_uid = conn, uid
         self._pid: int | None = None
-        self.uid: int | None = None
+        self._uid: int | None = None
         self.returncode: int | None = None
         self._lock = threading.Lock()
 
@@ -85,7 +85,7 @@ class ForkedKernel:
         if data == b"ready":
             for level, kind, raw in ancillary:
                 if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
-                    self._pid, self.uid, _ = _UCRED.unpack(raw[:_UCRED.size])
+                    self._pid, self._uid, _ = _UCRED.unpack(raw[:_UCRED.size])
         elif data.startswith(b"exit "):
             self.returncode = int(data.split()[1])
         elif not data and self.returncode is None:
@@ -94,12 +94,23 @@ class ForkedKernel:
             self._conn.close()
         return True
 
-    @property
-    def pid(self) -> int:
+    def _until_ready(self) -> None:
         with self._lock:
             while self._pid is None and self.returncode is None:
                 self._read(None)
+
+    @property
+    def pid(self) -> int:
+        """The kernel's pid-namespace init, as this process sees it (0: it never started)."""
+        self._until_ready()
         return self._pid or 0
+
+    @property
+    def uid(self) -> int | None:
+        """The host uid the kernel runs as, as the kernel reported it (None: it never
+        started)."""
+        self._until_ready()
+        return self._uid
 
     def poll(self) -> int | None:
         with self._lock:
