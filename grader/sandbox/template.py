@@ -208,6 +208,8 @@ def _init(request: dict[str, Any], conn: socket.socket) -> None:
             traceback.print_exc()
         finally:
             os._exit(72)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)     # pid 1: the kernel cannot signal us now
     while True:                        # reap orphans; end (and the namespace) with the kernel
         pid, status = os.wait()
         if pid == kernel:

@@ -127,13 +127,17 @@ class ForkedKernel:
                     raise subprocess.TimeoutExpired("forked kernel", timeout or 0)
             return self.returncode
 
-    def send_signal(self, _signum: int) -> None:
+    def kill(self) -> None:
         try:
             self._conn.send(b"kill")
         except OSError:
             pass                           # already ended
 
-    kill = terminate = lambda self: self.send_signal(9)  # noqa: E731
+    def send_signal(self, _signum: int) -> None:
+        self.kill()
+
+    def terminate(self) -> None:
+        self.kill()
 
     def close(self) -> None:
         """Hang up: the keeper then stops the kernel if it still runs."""
