@@ -4,9 +4,10 @@ Each worker process grades one submission at a time, each in a fresh sandboxed k
 forked from the worker's template (grader.sandbox.zygote: torch already imported) where
 it can run, else started cold; a kernel for the *next* submission is started (and
 ``import torch`` run in it) in the background while the current one is graded, and handed
-over with the submission's files copied in — never reused across students. The main process is the only writer: it writes
-each student's reports atomically, then the gradebook row, so killing it at any moment
-loses at most the submissions in flight, which the rerun grades.
+over with the submission's files copied in — never reused across students. The main
+process is the only writer: it writes each student's reports atomically, then the
+gradebook row, so killing it at any moment loses at most the submissions in flight, which
+the rerun grades.
 """
 
 from __future__ import annotations

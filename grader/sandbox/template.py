@@ -63,6 +63,9 @@ def main(argv: list[str]) -> None:
     import importlib
 
     control = socket.socket(fileno=int(argv[1]))
+    # bwrap leaves root's bounding set full: without this an exec as root would regain
+    # every capability. The template and its children never exec; this makes sure.
+    linux.set_no_new_privs()
     for name in PRELOAD:
         try:
             importlib.import_module(name)
