@@ -1,11 +1,13 @@
 """Grade a whole class: parallel workers, warm kernels, a gradebook that loses nothing.
 
-Each worker process grades one submission at a time, each in a fresh sandboxed kernel;
-a kernel for the *next* submission is started (and ``import torch`` run in it) in the
-background while the current one is graded, and handed over with the submission's files
-copied in — never reused across students. The main process is the only writer: it writes
-each student's reports atomically, then the gradebook row, so killing it at any moment
-loses at most the submissions in flight, which the rerun grades.
+Each worker process grades one submission at a time, each in a fresh sandboxed kernel,
+forked from the worker's template (grader.sandbox.zygote: torch already imported) where
+it can run, else started cold; a kernel for the *next* submission is started (and
+``import torch`` run in it) in the background while the current one is graded, and handed
+over with the submission's files copied in — never reused across students. The main
+process is the only writer: it writes each student's reports atomically, then the
+gradebook row, so killing it at any moment loses at most the submissions in flight, which
+the rerun grades.
 """
 
 from __future__ import annotations
@@ -132,6 +134,10 @@ def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
     _STATE.update(course=course, lab=lab, sandbox=sandbox, device=device, threads=threads)
     if threads:
         torch.set_num_threads(threads)      # the grader's own checks share the cores too
+    if sandbox and not device.startswith("cuda"):
+        from ..sandbox.zygote import shared_zygote
+
+        shared_zygote()        # the template now, while the worker has nothing to grade
     if warm:
         pool = WarmPool(sandbox, device.startswith("cuda"))
         limits = load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from ..errors import SandboxUnavailable
 
-__all__ = ["Limits", "SandboxSpec", "WORK_DIR", "find_bwrap", "check_sandbox", "build_command"]
+__all__ = ["Limits", "SandboxSpec", "WORK_DIR", "find_bwrap", "check_sandbox", "build_command",
+           "build_template_command", "kernel_env", "next_uid"]
 
 WORK_DIR = "/home/student"
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
@@ -121,7 +122,8 @@ def check_sandbox() -> tuple[bool, str]:
     return True, f"bubblewrap ({bwrap})"
 
 
-def _next_uid() -> int:
+def next_uid() -> int:
+    """An unprivileged uid for one kernel, its own among the kernels running at once."""
     with _uid_lock:
         return _UID_BASE + os.getpid() % 1000 * 10 + next(_uid_counter) % 10
 
@@ -171,8 +173,16 @@ def _system_args() -> list[str]:
     return args
 
 
-def _env_args(limits: Limits, gpu: bool) -> list[str]:
-    env = {
+def kernel_env(limits: Limits, gpu: bool) -> dict[str, str]:
+    """The whole environment of a kernel: nothing of the grader's but CUDA_VISIBLE_DEVICES.
+
+    ``PYTHONPATH`` names the directory above the bound ``grader`` package, so the kernel
+    imports the same checkout as the grader (an editable install's finder may point
+    elsewhere, at a directory that is not bound).
+    """
+    import grader
+
+    return {
         "HOME": WORK_DIR, "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0", "IPYTHONDIR": "/tmp/.ipython",
@@ -181,9 +191,13 @@ def _env_args(limits: Limits, gpu: bool) -> list[str]:
         "MKL_NUM_THREADS": str(limits.threads), "OPENBLAS_NUM_THREADS": str(limits.threads),
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0") if gpu else "",
         "GRADER_SANDBOX": "bubblewrap",
+        "PYTHONPATH": str(Path(grader.__file__).resolve().parent.parent),
     }
+
+
+def _env_args(limits: Limits, gpu: bool) -> list[str]:
     args = ["--clearenv"]
-    for key, value in env.items():
+    for key, value in kernel_env(limits, gpu).items():
         args += ["--setenv", key, value]
     return args
 
@@ -245,7 +259,7 @@ def build_command(kernel_argv: list[str], spec: SandboxSpec, *, fds: tuple[int, 
             args += ["--perms", "0666", "--file", str(fd), f"{WORK_DIR}/{name}"]
     args += ["--remount-ro", "/", "--chdir", WORK_DIR] + _env_args(limits, spec.gpu) + ["--"]
     if as_root:
-        uid = str(_next_uid())
+        uid = str(next_uid())
         args += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}",
                  "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
                  "--", bwrap, "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
@@ -253,3 +267,45 @@ def build_command(kernel_argv: list[str], spec: SandboxSpec, *, fds: tuple[int, 
                  "--chdir", WORK_DIR, "--"]
     return _prlimit(limits) + args + kernel_argv
 
+
+
+# What the fork server's keeper needs, and nothing more: namespaces and mounts (SYS_ADMIN),
+# the student's uid (SETUID, SETGID), its files (CHOWN), stopping its kernel (KILL).
+_TEMPLATE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL")
+
+
+def build_template_command(argv: list[str]) -> list[str]:
+    """The argv that starts the fork server's template (see grader.sandbox.template).
+
+    As the outer half of the root chain of :func:`build_command`: mount, pid, net, ipc,
+    uts and cgroup namespaces, the system and the Python install read-only, no network,
+    --die-with-parent; small private tmpfs (each kernel mounts its own over them), no
+    socket directory and no submission file. It stays root, with only the capabilities
+    its keepers need to confine each kernel, and never runs student code.
+    """
+    bwrap = find_bwrap()
+    if bwrap is None:
+        raise SandboxUnavailable("no bwrap binary found")
+    if os.geteuid() != 0:
+        raise SandboxUnavailable("the fork server gives each kernel a uid of its own: "
+                                 "it needs the grader to run as root")
+    args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname",
+            "sandbox", "--cap-drop", "ALL"]
+    for cap in _TEMPLATE_CAPS:
+        args += ["--cap-add", cap]
+    small = str(16 * 1024 * 1024)
+    args += _system_args() + ["--proc", "/proc", "--dev", "/dev",
+                              "--perms", "1777", "--size", small, "--tmpfs", "/tmp",
+                              "--perms", "1777", "--size", small, "--tmpfs", "/dev/shm",
+                              "--perms", "0755", "--dir", "/home",
+                              "--perms", "0755", "--size", small, "--tmpfs", WORK_DIR]
+    made: set[Path] = {Path(p) for p in ("/tmp", "/home", "/dev", "/dev/shm", "/proc", WORK_DIR)}
+    for root in _python_roots():
+        args += _dirs_args(root, made) + ["--ro-bind", str(root), str(root)]
+    # One thread: the template forks, and its children unshare, which a thread forbids.
+    args += ["--remount-ro", "/", "--chdir", WORK_DIR] + _env_args(Limits(threads=1), False)
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise SandboxUnavailable("prlimit (util-linux) is missing: cannot set rlimits")
+    return [prlimit, "--core=0", "--", *args, "--", *argv]

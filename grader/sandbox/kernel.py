@@ -33,6 +33,7 @@ from jupyter_core.utils import run_sync
 
 from .bwrap import Limits, SandboxSpec, build_command
 from .relay import Relay, Violation, relay_dir
+from .zygote import Zygote, request_for, shared_zygote
 
 __all__ = ["KernelSession", "SandboxedKernelManager", "bound_context", "channel_caps",
            "is_bounded"]
@@ -89,11 +90,14 @@ class SandboxedKernelManager(AsyncKernelManager):
     """
 
     def __init__(self, *, ipc_dir: Path, spec: SandboxSpec | None, limits: Limits,
-                 fds: tuple[int, ...] = (), **kwargs: object) -> None:
+                 fds: tuple[int, ...] = (), zygote: Zygote | None = None,
+                 **kwargs: object) -> None:
         super().__init__(transport="ipc", ip=str(relay_dir(ipc_dir.parent) / "k"),
                          connection_file=str(ipc_dir / "connection.json"), **kwargs)
         self._kernel_ip, self._limits = str(ipc_dir / "kernel"), limits
         self._sandbox, self._fds = spec, fds
+        self._zygote = zygote if spec is not None and not spec.gpu else None
+        self.forked = False
         self._kernel_spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name="grader sandbox", language="python", interrupt_mode="message",
@@ -139,6 +143,28 @@ class SandboxedKernelManager(AsyncKernelManager):
             return argv
         return build_command(argv, self._sandbox, fds=self._fds)
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+        """Fork the kernel from the template when there is one; else run ``kernel_cmd``
+        (bwrap), also when the template cannot be asked any more (it died)."""
+        if self._zygote is not None and self._sandbox is not None:
+            ipc_dir = Path(self._kernel_ip).parent
+            request = request_for(self._sandbox.limits, connection_file=self.connection_file,
+                                  ipc_dir=ipc_dir, names=list(self._sandbox.files))
+            try:
+                process = self._zygote.spawn(request, kw["stdout"].fileno(),  # type: ignore[attr-defined]
+                                             ipc_dir, self._fds)
+            except OSError:
+                pass
+            else:
+                assert self.provisioner is not None
+                self.provisioner.process, self.provisioner.pgid = process, None  # type: ignore[attr-defined]
+                self.forked = True
+                return
+        self.forked = False
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    _launch_kernel = run_sync(_async_launch_kernel)
+
     def write_connection_file(self, **kwargs: object) -> None:  # type: ignore[override]
         """Write the kernel's own addresses, and open the relay's in front of them."""
         relay_ip, self.ip = self.ip, self._kernel_ip
@@ -164,10 +190,14 @@ class KernelSession:
         limits: rlimits and timeouts.
         sandbox: confine the kernel with bubblewrap; False only for --unsafe-no-sandbox.
         gpu: expose the NVIDIA devices to the kernel.
+        fork: fork the kernel from this process's template (grader.sandbox.zygote) where
+            one can run, as confined as a cold one and without the interpreter's and
+            torch's start; False starts it cold (a new bwrap'd interpreter). GPU kernels
+            always start cold.
     """
 
     def __init__(self, files: dict[str, Path], limits: Limits, *, sandbox: bool = True,
-                 gpu: bool = False) -> None:
+                 gpu: bool = False, fork: bool = True) -> None:
         self.limits, self.sandboxed = limits, sandbox
         self._root = Path(tempfile.mkdtemp(prefix="grader-kernel-"))
         ipc_dir = self._root / "ipc"
@@ -182,8 +212,9 @@ class KernelSession:
             self.workdir.mkdir()
             for name, path in files.items():
                 shutil.copy2(path, self.workdir / name)
+        zygote = shared_zygote() if sandbox and fork and not gpu else None
         self.km = SandboxedKernelManager(ipc_dir=ipc_dir, spec=spec if sandbox else None,
-                                         limits=limits, fds=fds)
+                                         limits=limits, fds=fds, zygote=zygote)
         self.client: BlockingKernelClient | None = None
         self.start_s = 0.0
 
@@ -304,6 +335,11 @@ class KernelSession:
             log.close()
             for handle in self._handles:
                 handle.close()
+
+    @property
+    def forked(self) -> bool:
+        """Whether the kernel was forked from the template (False: started cold)."""
+        return self.km.forked
 
     def preload(self, files: dict[str, Path], code: str = "import torch") -> None:
         """Run ``code`` (a warm-up) and copy ``files`` into the work dir of a started kernel.
