@@ -30,27 +30,17 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
+from .protocol import Outcome
+
 if TYPE_CHECKING:
-    from .protocol import KernelProxy, Outcome
+    from .protocol import KernelProxy
+
+Result = Outcome
+"""What one task ended with: its value (``value()`` raises the task's exception instead)."""
 
 __all__ = ["together", "gather", "batched", "batched_many", "wait_turn", "in_task", "Result"]
 
 _ROUTE = threading.local()          # .task: the _Task this thread runs, if any
-
-
-class Result:
-    """What one task ended with: its return value or its exception."""
-
-    __slots__ = ("value", "error")
-
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value, self.error = value, error
-
-    def get(self) -> Any:
-        """The value; raises the task's exception instead, as calling it directly would."""
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 class _Task:
@@ -70,7 +60,7 @@ class _Task:
         _ROUTE.task = self
         try:
             with torch.set_grad_enabled(self.grad):
-                self.result = Result(value=self.context.run(self.fn))
+                self.result = Result(self.context.run(self.fn))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller as the task's end
             self.result = Result(error=exc)
         finally:
@@ -147,7 +137,7 @@ def together(fns: Sequence[Callable[[], Any]]) -> list[Result]:
     in order. A single function runs directly (nothing to batch)."""
     if len(fns) == 1:
         try:
-            return [Result(value=fns[0]())]
+            return [Result(fns[0]())]
         except BaseException as exc:  # noqa: BLE001 - as a task would end
             return [Result(error=exc)]
     return _Scheduler().run(fns)
@@ -190,7 +180,7 @@ def _set_random_state(state: tuple[Any, ...]) -> None:
 def gather(fns: Sequence[Callable[[], Any]]) -> list[Any]:
     """Every ``fn()``'s value, their kernel calls batched; the first exception (in order)
     is raised, as calling them one after another would have."""
-    return [result.get() for result in together(fns)]
+    return [result.value() for result in together(fns)]
 
 
 def batched_many(proxy: KernelProxy, steps: list[dict[str, Any]]) -> list[Outcome] | None:

@@ -416,7 +416,7 @@ class _Run:
         A kit's check records or replays inputs item by item, so it checks one at a time."""
         if getattr(reference, "examples", None) is not None or len(items) < 2:
             return [self.item(item, reference) for item in items]
-        results = [r.get() for r in together([functools.partial(self.item, item, reference)
+        results = [r.value() for r in together([functools.partial(self.item, item, reference)
                                               for item in items])]
         for n, item in enumerate(items):
             if results[n].get("error_kind") in _KERNEL_WIDE:

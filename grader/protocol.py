@@ -201,11 +201,12 @@ def _payload_first(nonce: str, b64: str, then: StdinHandler | None) -> StdinHand
 
 
 class Outcome:
-    """One request's answer: its decoded value, or the ``SubmissionError`` it ended in."""
+    """One request's answer: its decoded value, or the ``SubmissionError`` it ended in (also
+    what a task of :func:`grader.batching.together` ended with: its value or its exception)."""
 
     __slots__ = ("_value", "error")
 
-    def __init__(self, value: Any = None, error: SubmissionError | None = None) -> None:
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self.error = value, error
 
     def value(self) -> Any:

@@ -48,7 +48,7 @@ def test_independent_tasks_share_round_trips() -> None:
         return first, kernel.request("square", x=first + 1)
 
     results = together([lambda x=x: task(x) for x in range(10)])
-    assert [r.value for r in results] == [(x * x, (x * x + 1) ** 2) for x in range(10)]
+    assert [r.value() for r in results] == [(x * x, (x * x + 1) ** 2) for x in range(10)]
     assert len(kernel.batches) == 2 and [len(b) for b in kernel.batches] == [10, 10]
     assert [s["x"] for s in kernel.batches[0]] == list(range(10))      # in task order
 
@@ -56,7 +56,7 @@ def test_independent_tasks_share_round_trips() -> None:
 def test_a_failing_call_fails_its_own_task_only() -> None:
     kernel = FakeKernel()
     results = together([lambda x=x: kernel.request("square", x=x) for x in (2, -1, 3)])
-    assert [r.value for r in results] == [4, None, 9]
+    assert [r.value() for r in results] == [4, None, 9]
     assert isinstance(results[1].error, StudentException) and len(kernel.batches) == 1
 
 
@@ -70,7 +70,7 @@ def test_tasks_of_different_lengths_and_no_calls() -> None:
         return total
 
     results = together([lambda n=n: task(n) for n in (0, 3, 1, 5)])
-    assert [r.value for r in results] == [0, 5, 0, 30]
+    assert [r.value() for r in results] == [0, 5, 0, 30]
     assert [len(b) for b in kernel.batches] == [3, 2, 2, 1, 1]
 
 
@@ -78,11 +78,11 @@ def test_nested_tasks_batch_with_their_siblings() -> None:
     kernel = FakeKernel()
 
     def inner(base: int) -> list[int]:
-        return [r.value for r in together([lambda x=x: kernel.request("square", x=x)
+        return [r.value() for r in together([lambda x=x: kernel.request("square", x=x)
                                            for x in (base, base + 1)])]
 
     results = together([lambda b=b: inner(b) for b in (1, 10)])
-    assert [r.value for r in results] == [[1, 4], [100, 121]]
+    assert [r.value() for r in results] == [[1, 4], [100, 121]]
     assert len(kernel.batches) == 1 and len(kernel.batches[0]) == 4
 
 
@@ -91,7 +91,7 @@ def test_tasks_see_the_callers_context_and_autograd_mode() -> None:
     var.set("caller")
     with torch.no_grad():
         results = together([lambda: (var.get(), torch.is_grad_enabled())] * 2)
-    assert [r.value for r in results] == [("caller", False)] * 2
+    assert [r.value() for r in results] == [("caller", False)] * 2
 
 
 def test_a_batched_property_meets_the_inputs_hypothesis_would_and_shrinks_the_same() -> None:

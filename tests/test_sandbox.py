@@ -14,6 +14,7 @@ import pytest
 from grader.execute import ExecutionRecord, run_notebook
 from grader.protocol import KernelProxy, Name
 from grader.sandbox import KernelSession, Limits, check_sandbox
+from conftest import processes_with
 
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parent.parent
@@ -92,18 +93,6 @@ def test_sandbox_has_no_network_not_even_loopback() -> None:
     assert not accepted
 
 
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(
-                    errors="replace"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
 def test_sandbox_leaves_no_process_behind() -> None:
     marker = "987654.25"
     code = ("import subprocess\nsubprocess.Popen(['sleep', '%s'], start_new_session=True)\n"
@@ -112,12 +101,12 @@ def test_sandbox_leaves_no_process_behind() -> None:
     record, nb, session = run_cells(code)
     assert "spawned" in stdout(nb, 0)
     time.sleep(0.5)
-    assert _processes_with(marker), "the daemons should run while the kernel lives"
+    assert processes_with(marker), "the daemons should run while the kernel lives"
     session.close()
     deadline = time.time() + 10
-    while _processes_with(marker) and time.time() < deadline:
+    while processes_with(marker) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _processes_with(marker)
+    assert not processes_with(marker)
 
 
 def test_memory_exhaustion_is_a_clear_error_and_the_kernel_lives() -> None:
@@ -237,13 +226,13 @@ def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        assert _processes_with(marker)
+        assert processes_with(marker)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.time() + 10
-        while _processes_with(marker) and time.time() < deadline:
+        while processes_with(marker) and time.time() < deadline:
             time.sleep(0.2)
-        assert not _processes_with(marker)
+        assert not processes_with(marker)
     finally:
         proc.kill()
         proc.wait(10)

@@ -15,6 +15,7 @@ import pytest
 
 from grader.sandbox import KernelSession, Limits
 from grader.sandbox.zygote import ForkedKernel, shared_zygote, zygote_failure
+from conftest import processes_with
 
 pytestmark = pytest.mark.kernel
 LIMITS = Limits(cell_timeout_s=20, total_timeout_s=60)
@@ -143,31 +144,19 @@ def test_killing_the_grader_kills_the_template_and_its_kernels(tmp_path: Path) -
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3 and all(Path(f"/proc/{p}").exists() for p in pids)
-        assert len(_processes_with(marker)) == 2
+        assert len(processes_with(marker)) == 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.time() + 10
-        while time.time() < deadline and (_processes_with(marker) or any(
+        while time.time() < deadline and (processes_with(marker) or any(
                 Path(f"/proc/{p}").exists() for p in pids)):
             time.sleep(0.2)
-        assert not _processes_with(marker)
+        assert not processes_with(marker)
         assert not [p for p in pids if Path(f"/proc/{p}").exists()]
     finally:
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
-
-
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(
-                    errors="replace"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
 
 
 def test_a_file_name_that_is_a_path_is_refused_before_the_kernel_starts(

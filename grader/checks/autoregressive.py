@@ -54,7 +54,7 @@ def logits_of(ctx: CheckContext, model: Handle, x: torch.Tensor) -> torch.Tensor
     answers = together([functools.partial(ctx.kernel.call, model, c, seed=ctx.seed)
                         for c in chunks])
     for chunk, answer in zip(chunks, answers):
-        out = answer.get()
+        out = answer.value()
         if not torch.is_tensor(out) or tuple(out.shape) != tuple(chunk.shape):
             raise _Bad(f"forward(x) must return logits shaped like x {tuple(chunk.shape)}, got "
                        f"{getattr(out, 'shape', type(out).__name__)}")
@@ -81,7 +81,7 @@ def causality_violation(ctx: CheckContext, model: Handle, x: torch.Tensor,
     answers = together([functools.partial(logits_of, ctx, model, c.reshape(x.shape))
                         for c in changed])                   # one request for all 64 flips
     for s, answer in enumerate(answers):
-        other = answer.get().reshape(len(x), -1)
+        other = answer.value().reshape(len(x), -1)
         if not torch.equal(other[:, :s + 1], base[:, :s + 1]):
             t = int((other[:, :s + 1] != base[:, :s + 1]).any(0).nonzero()[0])
             return (f"flipping pixels {s}.. changed the logit of pixel {t} "

@@ -298,7 +298,7 @@ def confirm_by_change(missing: dict[int, list[int]], call: Callable[[torch.Tenso
     for s, answer in zip(wanted_s, answers):
         if answer.error is not None:
             raise answer.error              # the kernel died: no evidence either way
-        y2 = answer.value
+        y2 = answer.value()
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             continue
         y2p = positions(y2, axis)
@@ -410,7 +410,7 @@ def _check_perturbations(ctx: CheckContext, params: dict[str, Any], example: dic
             raise student_error(answer.error, example) from None
         if answer.error is not None:
             raise answer.error
-        y2 = answer.value
+        y2 = answer.value()
         if not torch.is_tensor(y2) or y2.shape != y.shape:
             raise PropertyFailure("the output's shape changed with the input's values", ce)
         keep = min(steps, s + offset)
