@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 Result = Outcome
 """What one task ended with: its value (``value()`` raises the task's exception instead)."""
 
-__all__ = ["together", "gather", "batched", "batched_many", "wait_turn", "in_task", "Result"]
+__all__ = ["together", "gather", "batched", "batched_many", "wait_turn", "Result"]
 
 _ROUTE = threading.local()          # .task: the _Task this thread runs, if any
 
@@ -152,11 +152,6 @@ def wait_turn() -> None:
     task.ask([])
     if task.stuck:
         raise RuntimeError("every task waits for another: nothing can make progress")
-
-
-def in_task() -> bool:
-    """Whether this code runs as a task of :func:`together`."""
-    return getattr(_ROUTE, "task", None) is not None
 
 
 def _random_state() -> tuple[Any, ...]:

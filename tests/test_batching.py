@@ -176,3 +176,19 @@ def test_one_request_answers_every_call_in_a_real_kernel() -> None:
         assert kernel.calls - before >= 3
     finally:
         session.close()
+
+
+def test_a_memo_asked_by_tasks_together_is_computed_once() -> None:
+    from grader.checks.registry import CheckContext
+
+    kernel = FakeKernel()
+    ctx = CheckContext(kernel, None, seed=0)  # type: ignore[arg-type]
+    computed = []
+
+    def compute() -> int:
+        computed.append(1)
+        return kernel.request("square", x=kernel.request("square", x=3))   # two rounds
+
+    results = together([lambda: ctx.memo("draw", compute)] * 3)
+    assert [r.value() for r in results] == [81] * 3 and len(computed) == 1
+    assert len(kernel.batches) == 2 and all(len(b) == 1 for b in kernel.batches)
