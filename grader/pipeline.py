@@ -327,6 +327,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     run = _Run(lambda rec: run_notebook(nb, start, rec), context, params, note)
     run.notebook(record)
     kernel_start_s = run.session.start_s if run.session is not None else 0.0
+    forked = run.session is not None and run.session.forked
     t_checks = time.perf_counter()
     try:
         results = run.items(items, reference)
@@ -358,7 +359,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "execution": {"sandbox": {"enabled": sandbox, "kind": "bubblewrap" if sandbox else "none",
                                   "detail": sandbox_detail, "limits": _limits_json(limits)},
                       **_cells_json(record, injected), "peak_rss_mb": peak,
-                      "warm_kernel": asked["got"]},
+                      "warm_kernel": asked["got"], "forked_kernel": forked},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
                     "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
                     "setup_s": round(t_kernel - t_start, 3),
