@@ -178,22 +178,23 @@ class ExampleCache:
     ``grader/checks``, so a change in how inputs are drawn never meets an old file."""
 
     def __init__(self) -> None:
-        self._memory: dict[str, str] = {}
+        self._memory: dict[str, list[Any]] = {}     # packed examples (JSON values)
         self._salt: str | None = None
 
     def get(self, key: Any, draw: Callable[[], list[Any]]) -> list[Any]:
         from ..oracle import pack_example, unpack_example
 
         digest = self._digest(key)
-        text = self._memory.get(digest) or self._read(digest)
-        if text is None:
+        packed = self._memory[digest] if digest in self._memory else self._read(digest)
+        if packed is None:
+            drawn = draw()
             try:
-                text = json.dumps([pack_example(e) for e in draw()], separators=(",", ":"))
+                packed = [pack_example(e) for e in drawn]
             except TypeError:             # a value JSON cannot hold: nothing to keep
-                return draw()
-            self._write(digest, text)
-        self._memory[digest] = text
-        return [unpack_example(e) for e in json.loads(text)]
+                return drawn
+            self._write(digest, json.dumps(packed, separators=(",", ":")))
+        self._memory[digest] = packed
+        return [unpack_example(e) for e in packed]     # fresh arrays for every use
 
     def _digest(self, key: Any) -> str:
         if self._salt is None:
@@ -211,13 +212,12 @@ class ExampleCache:
         return Path(os.environ.get("GRADER_CACHE") or Path.home() / ".cache" / "grader") \
             / "examples"
 
-    def _read(self, digest: str) -> str | None:
+    def _read(self, digest: str) -> list[Any] | None:
         try:
-            text = (self._folder() / f"{digest}.json").read_text()
-            json.loads(text)
+            packed = json.loads((self._folder() / f"{digest}.json").read_text())
         except (OSError, ValueError):
             return None
-        return text
+        return packed if isinstance(packed, list) else None
 
     def _write(self, digest: str, text: str) -> None:
         folder = self._folder()
