@@ -495,12 +495,14 @@ class KernelProxy:
 
         The grader's sockets hold one unread message; past that the kernel queues, then
         drops *new* messages for this subscriber, and a call's own reply must not be
-        among them.
+        among them. The notebook has finished: what it published is already queued, so
+        10 ms without a message ends the drain (a straggler is skipped by the reply loop,
+        which reads on until its own reply).
         """
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
             try:
-                client.get_iopub_msg(timeout=0.1)
+                client.get_iopub_msg(timeout=0.01)
             except queue.Empty:
                 return
 

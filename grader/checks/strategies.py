@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -128,6 +129,28 @@ def _no_local_constants() -> Iterator[None]:
         cache.cache.clear()
 
 
+_THREAD_RANDOM: list[Any] = []
+
+
+def _share_thread_random() -> None:
+    """Hypothesis gives each thread its own ``Random`` the first time it runs a test there and
+    registers it, which runs a full garbage collection (a tenth of a second with torch
+    loaded). Checks run in short-lived task threads, one per example: each would pay it. The
+    grader seeds every search itself (:func:`_seeded`), so that ``Random`` is never drawn
+    from; the task threads share one, registered once per process."""
+    import hypothesis.core
+
+    local = hypothesis.core.threadlocal
+    if getattr(local, "_hypothesis_global_random", None) is not None:
+        return
+    if not _THREAD_RANDOM:
+        from hypothesis import register_random
+
+        _THREAD_RANDOM.append(random.Random())
+        register_random(_THREAD_RANDOM[0])
+    local._hypothesis_global_random = _THREAD_RANDOM[0]
+
+
 def _seeded(test: Callable[[], None]) -> Callable[[], None]:
     """One fixed seed for every search: derandomised hypothesis otherwise seeds from the test
     function's source, and drawing the inputs up front (:func:`draw_examples`) must meet
@@ -165,6 +188,7 @@ def _draw(strategy: st.SearchStrategy[Any], max_examples: int) -> list[Any]:
     def keep(example: Any) -> None:
         drawn.append(example)
 
+    _share_thread_random()
     with _no_local_constants():
         _seeded(grading_settings(max_examples)(given(strategy)(keep)))()
     return drawn
@@ -306,6 +330,7 @@ def _search(strategy: st.SearchStrategy[Any], test: Callable[[Any], None], max_e
             raise
 
     runner = _seeded(grading_settings(max_examples)(given(strategy)(wrapped)))
+    _share_thread_random()
     try:
         with _no_local_constants():
             runner()
