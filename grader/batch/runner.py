@@ -310,7 +310,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch._dynamo", "torch.fx.experimental.symbolic_shapes",
+    context.set_forkserver_preload(["torch", "torch._dynamo",
+                                    "torch.fx.experimental.symbolic_shapes",
                                     "grader.pipeline", "grader.batch.runner"])
     return context
 

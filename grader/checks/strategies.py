@@ -146,7 +146,7 @@ def _share_thread_random() -> None:
     if not _THREAD_RANDOM:
         from hypothesis import register_random
 
-        _THREAD_RANDOM.append(random.Random())
+        _THREAD_RANDOM.append(random.Random())  # noqa: S311 - never drawn from (see above)
         register_random(_THREAD_RANDOM[0])
     local._hypothesis_global_random = _THREAD_RANDOM[0]
 

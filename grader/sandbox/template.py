@@ -48,7 +48,8 @@ __all__ = ["PRELOAD", "main"]
 # given gradients torch.fx's symbolic shapes and sympy (about 0.4 s)
 PRELOAD = ("numpy", "numpy.random", "torch", "torch.nn", "torch.nn.functional", "torch.optim",
            "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "torch.func",
-           "torch.distributions", "torch.utils.data", "IPython", "zmq", "tornado.ioloop", "jupyter_client.session",
+           "torch.distributions", "torch.utils.data", "IPython", "zmq", "tornado.ioloop",
+           "jupyter_client.session",
            "ipykernel.ipkernel", "ipykernel.kernelapp", "ipykernel.zmqshell",
            "ipykernel.iostream", "ipykernel.heartbeat", "ipykernel.comm", "threadpoolctl",
            "grader.sandbox.probe_server")
