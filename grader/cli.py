@@ -1,6 +1,7 @@
 """The command line: the only module that prints, parses argv and sets exit codes.
 
-    grader check SUBMISSION              a student's self-check: public items only
+    grader check SUBMISSION              a student's self-check: public items only (in a
+                                         kit, without the sandbox where bwrap cannot run)
     grader grade SUBMISSION --out DIR    a TA's grading: every item, report.json + report.html
     grader demo                          grade the bundled examples on the embedded data
     grader calibrate LAB [--write]       anchors of threshold items from reference runs
@@ -162,7 +163,7 @@ def _table(report: dict[str, Any], console: Console) -> None:
                 if ce.get(key):
                     console.print(f"  {key}: {ce[key]}", markup=False, highlight=False)
     for warning in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for item in _review(report):
         console.print(f"[bold magenta]needs review:[/] {escape(item['id'])} "
                       f"({item.get('error_kind') or 'error'})", highlight=False)
@@ -180,7 +181,7 @@ def _grade(args: argparse.Namespace, submission: str, public_only: bool,
     with console.status("grading…") as status:
         return grade(submission, assignment=args.assignment, course=args.course,
                      public_only=public_only, sandbox=not args.unsafe_no_sandbox,
-                     device=getattr(args, "device", "cpu"),
+                     device=getattr(args, "device", "cpu"), kit_fallback=public_only,
                      progress=lambda msg: status.update(msg))
 
 

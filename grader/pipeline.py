@@ -32,7 +32,8 @@ from .rubric import Item, Rubric, load_rubric
 from .sandbox import KernelSession, check_sandbox
 from .scoring import item_score, total
 
-__all__ = ["Submission", "find_course", "open_submission", "detect_assignment", "grade"]
+__all__ = ["Submission", "find_course", "open_submission", "detect_assignment", "grade",
+           "is_kit", "require_sandbox"]
 
 _MAX_FILES_BYTES = 512 * 1024 * 1024
 _MAX_REVIVALS = 2
@@ -101,6 +102,47 @@ def detect_assignment(sub: Submission, course: Path) -> str:
     raise CourseError(f"{sub.notebook}: cannot tell which lab this is (no `grader.assignment` in "
                       f"its metadata, and its name matches no rubric); pass --assignment, one of: "
                       f"{known}")
+
+
+def is_kit(course: Path) -> bool:
+    """Whether ``course`` is a released student kit (``grader release`` writes its kit.json)."""
+    return (course / "kit.json").is_file()
+
+
+def _refusal(why: str) -> SandboxUnavailable:
+    return SandboxUnavailable(f"cannot sandbox the student's kernel: {why}. Refusing to "
+                              "grade; pass --unsafe-no-sandbox to grade without one "
+                              "(only for code you trust).")
+
+
+def require_sandbox() -> str:
+    """What confines the student's kernel here (bubblewrap and its path), or
+    SandboxUnavailable saying why nothing can: grading never goes on without it."""
+    ok, why = check_sandbox()
+    if not ok:
+        raise _refusal(why)
+    return why
+
+
+def _sandbox(sandbox: bool, fallback: bool) -> tuple[bool, dict[str, Any], list[str]]:
+    """Whether the kernel is confined, the report's ``execution.sandbox`` (less its limits)
+    and the warnings it brings. ``fallback``: a kit's self-check runs the student's own
+    notebook without the sandbox where bubblewrap cannot run, instead of refusing."""
+    if not sandbox:
+        return False, {"enabled": False, "kind": "none", "disabled_by": "unsafe_no_sandbox",
+                       "detail": "none: graded with --unsafe-no-sandbox"}, [
+            "graded WITHOUT a sandbox (--unsafe-no-sandbox): the notebook ran with the "
+            "grader's own rights"]
+    ok, why = check_sandbox()
+    if ok:
+        return True, {"enabled": True, "kind": "bubblewrap", "detail": why}, []
+    if not fallback:
+        raise _refusal(why)
+    why = " ".join(why.split())       # bwrap's stderr may span lines: the notice is one
+    return False, {"enabled": False, "kind": "none", "disabled_by": "kit_fallback",
+                   "detail": f"none: bubblewrap cannot run here: {why}"}, [
+        f"ran WITHOUT the sandbox, as a plain local kernel, since bubblewrap cannot run "
+        f"here: {why}. Fine for checking your own notebook; grading always uses the sandbox"]
 
 
 def load_reference(course: Path, rubric: Rubric) -> types.ModuleType | RecordedReference:
@@ -248,7 +290,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
           device: str = "cpu", only: set[str] | None = None, seed: int | None = None,
           progress: Callable[[str], None] | None = None, reference: Any = None,
           warm: Callable[[dict[str, Path], Any], KernelSession | None] | None = None,
-          threads: int | None = None) -> dict[str, Any]:
+          threads: int | None = None, kit_fallback: bool = False) -> dict[str, Any]:
     """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
 
     ``only`` restricts grading to these item ids (an unknown id is a CourseError);
@@ -257,11 +299,15 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     ``warm(files, limits)`` may hand over a kernel started ahead of need for the first run
     (a batch worker's pool; None when it has none that fits);
     ``threads`` caps the kernel's OMP/MKL threads below the rubric's (a batch that runs one
-    grading per core gives each kernel one).
+    grading per core gives each kernel one);
+    ``kit_fallback``: in a released kit (:func:`is_kit`), a student's self-check, run the
+    notebook as a plain local kernel where bubblewrap cannot run instead of refusing (the
+    report says so: ``execution.sandbox.disabled_by`` and a warning).
 
     Raises:
         CourseError: the submission, course folder or rubric cannot be used at all.
-        SandboxUnavailable: bubblewrap cannot run and ``sandbox`` was not turned off.
+        SandboxUnavailable: bubblewrap cannot run, ``sandbox`` was not turned off, and
+            there is no kit fallback.
     """
     t_start = time.perf_counter()
     note = progress or (lambda _msg: None)
@@ -275,6 +321,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         beside = {c: sub.path.parent / c for c in rubric.checkpoints
                   if (sub.path.parent / c).is_file() and not (sub.path.parent / c).is_symlink()}
         sub = dataclasses.replace(sub, files={**sub.files, **beside})
+    sandbox, sandbox_json, warnings = _sandbox(sandbox, kit_fallback and is_kit(course_dir))
     if reference is None:
         reference = load_reference(course_dir, rubric)
     recorded = isinstance(reference, RecordedReference)
@@ -284,18 +331,6 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         if unknown:
             raise CourseError(f"{rubric.path}: no item {', '.join(sorted(unknown))}")
         items = tuple(i for i in items if i.id in only)
-    warnings: list[str] = []
-    if sandbox:
-        ok, why = check_sandbox()
-        if not ok:
-            raise SandboxUnavailable(f"cannot sandbox the student's kernel: {why}. Refusing to "
-                                     "grade; pass --unsafe-no-sandbox to grade without one "
-                                     "(only for code you trust).")
-        sandbox_detail = why
-    else:
-        sandbox_detail = "none: graded with --unsafe-no-sandbox"
-        warnings.append("graded WITHOUT a sandbox (--unsafe-no-sandbox): the notebook ran with "
-                        "the grader's own rights")
     nb = load_notebook(sub.notebook)
     params = _parameters(rubric, sub, device)
     nb = inject_parameters(nb, params)
@@ -356,8 +391,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
         "submission": {"path": str(sub.path), "notebook": sub.notebook.name,
                        "sha256": sub.sha256, "files": sorted(sub.files)},
         "items": results,
-        "execution": {"sandbox": {"enabled": sandbox, "kind": "bubblewrap" if sandbox else "none",
-                                  "detail": sandbox_detail, "limits": _limits_json(limits)},
+        "execution": {"sandbox": {**sandbox_json, "limits": _limits_json(limits)},
                       **_cells_json(record, injected), "peak_rss_mb": peak,
                       "warm_kernel": asked["got"], "forked_kernel": forked},
         "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,

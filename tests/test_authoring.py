@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -122,8 +123,10 @@ def test_new_scaffolds_a_lab_that_lints_releases_and_refuses_to_overwrite(course
             "assignments/demo_lab/examples/correct/demo_lab.ipynb"} <= names
     assert lint(course)[course / "rubrics" / "demo_lab.yaml"] == []
     kit = release(course, "demo_lab", course / "kits", record=False)
-    assert sorted(p.name for p in kit.rglob("*") if p.is_file()) == [
-        "README.md", "demo_lab.ipynb", "demo_lab.yaml", "kit.json"]
+    wheel = f"wheels/grader-{metadata.version('grader')}-py3-none-any.whl"
+    assert sorted(p.relative_to(kit).as_posix() for p in kit.rglob("*") if p.is_file()) == [
+        "README.md", "demo_lab.ipynb", "kit.json", "rubrics/demo_lab.yaml", wheel]
+    assert f"python -m pip install {wheel}" in (kit / "README.md").read_text()
     assert [i.id for i in load_rubric(kit / "rubrics" / "demo_lab.yaml").items] == [
         "softplus_matches_reference"]
     with pytest.raises(CourseError, match="already exists"):

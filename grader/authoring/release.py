@@ -1,15 +1,19 @@
 """``grader release LAB --out DIR``: the student kit, and the proof that it leaks nothing.
 
 The kit (``DIR/LAB/``) holds the template notebook, ``rubrics/LAB.yaml`` with the public
-items only (comments dropped: they may discuss hidden items), and a README. Before the kit
-is moved into place a scan proves it holds
+items only (comments dropped: they may discuss hidden items), the reference's recorded
+answers (``oracle/LAB.json``), the wheel a student installs grader from
+(``wheels/grader-VERSION-py3-none-any.whl``, :mod:`grader.authoring.wheel`) and a README
+that shows how. Before the kit is moved into place a scan proves it holds, the inside of the
+wheel included,
 
 - no reference code: no statement of a reference function body, and no function whose body
   is the reference's, appears in the kit's code;
 - no solution text: no line of a solution region of the solution notebook, no marker;
 - no hidden item: no id or title of a hidden item, and the kit's rubric loads with public
   items only;
-- no reference checkpoint, and no file of a type a kit does not need.
+- no reference checkpoint, and no file of a type a kit does not need; in the wheel, nothing
+  but the grader package and its dist-info.
 
 A scan with findings refuses the release and leaves nothing behind.
 """
@@ -22,6 +26,7 @@ import json
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -30,14 +35,17 @@ import nbformat
 import yaml
 
 from ..errors import CourseError
-from ..rubric import Rubric, load_rubric
+from ..rubric import Item, Rubric, load_rubric
 from .expected import load_expectations
 from .markers import has_marker, notebook_code, solution_regions
 from .scaffold import solution_path
+from .wheel import WHEEL_INFO, build_wheel
 
 __all__ = ["Leak", "ReleaseRefused", "release", "scan_kit"]
 
-_KIT_SUFFIXES = {".ipynb", ".yaml", ".md", ".json", ".txt"}
+_KIT_SUFFIXES = {".ipynb", ".yaml", ".md", ".json", ".txt", ".whl"}
+_WHEEL_SUFFIXES = {".py", ".json", ".html", ".pt"}      # the grader package's file types
+_COURSE_DIRS = {"reference", "assignments", "rubrics"}
 _MIN_STATEMENT = 24          # shorter statements (`return x`, `h = self.fc(x)`) are not evidence
 _MIN_SOLUTION_LINE = 16
 _TRIVIAL = re.compile(r"^self\.(\w+) = \1$|^super\(\)\.__init__\(\)$")  # in any answer
@@ -106,20 +114,20 @@ def _kit_text(path: Path) -> str:
     return path.read_text(errors="replace")
 
 
-def scan_kit(kit: Path, course: Path, rubric: Rubric, given: Iterable[str] = ()
-             ) -> list[Leak]:
-    """Every leak found in the kit folder ``kit`` of ``rubric``'s lab.
+@dataclass(frozen=True)
+class _Secrets:
+    """What a kit must not hold, gathered once from the course."""
 
-    ``given`` names the reference functions (``f``, ``Class.method``) that the template
-    hands out complete on purpose: their code is not secret.
-    """
-    leaks: list[Leak] = []
+    course: Path
+    statements: set[str]         # statements of the reference's secret functions
+    bodies: set[str]             # their whole bodies
+    solution_lines: set[str]     # lines of the solution notebook's solution regions
+    hidden: list[Item]
+    checkpoints: dict[str, str]  # sha256 -> what it is, for each reference checkpoint
+
+
+def _secrets(course: Path, rubric: Rubric, given: set[str]) -> _Secrets:
     reference = _functions(ast.parse((course / rubric.reference).read_text()))
-    given = set(given or ())
-    secret_bodies = {body for name, (body, _) in reference.items() if body and name not in given}
-    secret_statements = set().union(*(st for name, (_, st) in reference.items()
-                                      if name not in given)) - set().union(
-        *(st for name, (_, st) in reference.items() if name in given))
     solution = solution_path(course, rubric.assignment)
     solution_lines: set[str] = set()
     if solution.is_file():
@@ -127,30 +135,120 @@ def scan_kit(kit: Path, course: Path, rubric: Rubric, given: Iterable[str] = ()
             for region in solution_regions(cell.source):
                 solution_lines |= {ln.strip() for ln in region.splitlines()
                                    if len(ln.strip()) >= _MIN_SOLUTION_LINE}
-    hidden = [i for i in rubric.items if i.visibility == "hidden"]
-    checkpoints = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name
-                   for p in (course / "reference" / "checkpoints").glob("*") if p.is_file()}
-    for path in sorted(p for p in kit.rglob("*")):
-        rel = str(path.relative_to(kit))
-        if path.is_symlink() or not path.is_file():
-            if path.is_symlink():
-                leaks.append(Leak(rel, "a symbolic link (a kit holds plain files only)"))
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest in checkpoints:
-            leaks.append(Leak(rel, f"is the reference checkpoint {checkpoints[digest]}"))
-            continue
-        if path.suffix not in _KIT_SUFFIXES:
-            leaks.append(Leak(rel, f"a {path.suffix or 'suffix-less'} file has no place in a "
-                                   f"kit (allowed: {', '.join(sorted(_KIT_SUFFIXES))})"))
-            continue
-        leaks += _scan_file(path, rel, secret_statements, secret_bodies, solution_lines, hidden)
+    return _Secrets(
+        course=course,
+        statements=set().union(*(st for name, (_, st) in reference.items()
+                                 if name not in given)) - set().union(
+            *(st for name, (_, st) in reference.items() if name in given)),
+        bodies={body for name, (body, _) in reference.items() if body and name not in given},
+        solution_lines=solution_lines,
+        hidden=[i for i in rubric.items if i.visibility == "hidden"],
+        checkpoints={_sha256(p): f"the reference checkpoint {p.name}"
+                     for p in (course / "reference" / "checkpoints").glob("*") if p.is_file()})
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scan_kit(kit: Path, course: Path, rubric: Rubric, given: Iterable[str] = ()
+             ) -> list[Leak]:
+    """Every leak found in the kit folder ``kit`` of ``rubric``'s lab, the inside of its
+    wheel included.
+
+    ``given`` names the reference functions (``f``, ``Class.method``) that the template
+    hands out complete on purpose: their code is not secret.
+    """
+    secrets = _secrets(course, rubric, set(given or ()))
+    leaks = _scan_tree(kit, "", secrets, secrets.checkpoints)
     leaks += _scan_rubric(kit / "rubrics" / f"{rubric.assignment}.yaml", rubric)
     return leaks
 
 
-def _scan_file(path: Path, rel: str, statements: set[str], bodies: set[str],
-               solution_lines: set[str], hidden: list) -> list[Leak]:
+def _scan_tree(root: Path, prefix: str, secrets: _Secrets, known: dict[str, str], *,
+               package: bool = False) -> list[Leak]:
+    """The leaks of every file under ``root``, each named ``prefix`` + its path: a kit's
+    files, or (``package``) the grader package's in its wheel. ``known`` maps the sha256 of
+    each course file that must not be there to what it is."""
+    leaks: list[Leak] = []
+    for path in sorted(p for p in root.rglob("*")):
+        rel = prefix + path.relative_to(root).as_posix()
+        if path.is_symlink() or not path.is_file():
+            if path.is_symlink():
+                leaks.append(Leak(rel, "a symbolic link (a kit holds plain files only)"))
+            continue
+        digest = _sha256(path)
+        if digest in known:
+            leaks.append(Leak(rel, f"is {known[digest]}"))
+            continue
+        refused = _wheel_member(rel) if package else _kit_file(rel)
+        if refused:
+            leaks.append(Leak(rel, refused))
+        elif path.suffix == ".whl" and not package:
+            leaks += _scan_wheel(path, rel, secrets)
+        else:
+            leaks += _scan_file(path, rel, secrets, package=package)
+    return leaks
+
+
+def _kit_file(rel: str) -> str | None:
+    """Why a kit may not hold the file ``rel`` (None: it may)."""
+    suffix = Path(rel).suffix
+    if suffix in _KIT_SUFFIXES and (suffix != ".whl" or Path(rel).parent.name == "wheels"):
+        return None
+    return (f"a {suffix or 'suffix-less'} file has no place in a kit (allowed: "
+            f"{', '.join(sorted(_KIT_SUFFIXES))}; a wheel only in wheels/)")
+
+
+def _wheel_member(rel: str) -> str | None:
+    """Why a wheel (``KIT_PATH!/NAME``) may not hold the member NAME: it holds the grader
+    package and its dist-info, nothing of the course."""
+    name = rel.split("!/", 1)[1]
+    parts = name.split("/")
+    if _COURSE_DIRS & set(parts[:-1]):
+        return "course content in the wheel (a reference/, assignments/ or rubrics/ folder)"
+    info = re.fullmatch(r"grader-[^/-]+\.dist-info", parts[0])
+    if (parts[0] == "grader" and Path(name).suffix in _WHEEL_SUFFIXES) or (
+            info and len(parts) == 2 and parts[1] in WHEEL_INFO):
+        return None
+    return ("has no place in the wheel (it holds the grader package: "
+            f"{', '.join(sorted(_WHEEL_SUFFIXES))} files under grader/, and its dist-info)")
+
+
+def _scan_wheel(path: Path, rel: str, secrets: _Secrets) -> list[Leak]:
+    """The leaks inside a wheel: a member that is not the grader package's, is a file of the
+    course (``reference/``, ``assignments/``, ``rubrics/``, byte for byte) or holds a
+    reference function's body."""
+    try:
+        wheel = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        return [Leak(rel, "not a readable wheel (zip)")]
+    course = {_sha256(p): f"the course's {p.relative_to(secrets.course).as_posix()}"
+              for top in sorted(_COURSE_DIRS) for p in (secrets.course / top).rglob("*")
+              if p.is_file() and p.stat().st_size}
+    leaks: list[Leak] = []
+    with wheel, tempfile.TemporaryDirectory(prefix="grader-scan-") as tmp:
+        for name in wheel.namelist():
+            if name.startswith("/") or "\\" in name or ".." in name.split("/"):
+                leaks.append(Leak(f"{rel}!/{name}", "a member outside the wheel's root"))
+            elif not name.endswith("/"):
+                target = Path(tmp, name)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(wheel.read(name))
+                except (OSError, zipfile.BadZipFile) as exc:
+                    leaks.append(Leak(f"{rel}!/{name}", f"cannot be read ({exc})"))
+        leaks += _scan_tree(Path(tmp), f"{rel}!/", secrets, course, package=True)
+    return leaks
+
+
+def _scan_file(path: Path, rel: str, secrets: _Secrets, *, package: bool = False
+               ) -> list[Leak]:
+    """The leaks of one file. A file of the grader package (``package``) is visible to
+    every submission already (the sandbox binds the package read-only), so there only a
+    reference function's whole body counts, code copied in: not a statement a check shares
+    with the reference (the grader computes the same formulas), nor the markers, item ids
+    and sample solution (``grader new``'s) that the authoring tools and checks hold."""
     leaks = []
     code = _kit_code(path)
     if code:
@@ -161,21 +259,23 @@ def _scan_file(path: Path, rel: str, statements: set[str], bodies: set[str],
         if tree is not None:
             found = _functions(tree)
             kit_statements = set().union(*(st for _, st in found.values()))
-            for text in sorted(kit_statements & statements):
+            for text in sorted(set() if package else kit_statements & secrets.statements):
                 leaks.append(Leak(rel, f"reference code: `{text[:100]}`"))
             for name, (body, _) in sorted(found.items()):
-                if body and body in bodies:
+                if body and body in secrets.bodies:
                     leaks.append(Leak(rel, f"`{name}` is implemented exactly as in the "
                                            "reference (if the template gives it on purpose, "
                                            "list it under release.given in expected.yaml)"))
+    if package:
+        return leaks
     text = _kit_text(path)
-    for line in sorted(solution_lines):
+    for line in sorted(secrets.solution_lines):
         if line in text:
             leaks.append(Leak(rel, f"solution text: `{line[:100]}`"))
     if has_marker(text):
         leaks.append(Leak(rel, "a solution marker (### BEGIN/END SOLUTION or HIDDEN TESTS) "
                                "is left in"))
-    for item in hidden:
+    for item in secrets.hidden:
         for word in (item.id, item.title):
             if word and len(word) >= 6 and word in text:
                 leaks.append(Leak(rel, f"names the hidden item `{item.id}`"))
@@ -213,20 +313,26 @@ def _public_rubric(rubric: Rubric, keep: set[str] | None = None) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _readme(rubric: Rubric, keep: set[str]) -> str:
+def _readme(rubric: Rubric, keep: set[str], wheel: str) -> str:
     public = [i for i in rubric.items if i.visibility == "public"]
     rows = "\n".join(f"| `{i.id}` | {i.points:g} | {i.title}"
                      + (" |" if i.id in keep else " (checked when graded) |") for i in public)
     files = ", ".join(f"`{c}`" for c in rubric.checkpoints) or "none"
     return (f"# {rubric.title}: student kit\n\n"
             f"Complete `{rubric.notebook}` and hand it in with these checkpoints: {files}.\n\n"
-            f"Check your work before submitting (from this folder):\n\n"
+            f"Install the grader once (Python 3.10 or later, from this folder; it also installs "
+            f"PyTorch and the other packages it needs, so on Linux without an NVIDIA GPU "
+            f"install PyTorch's smaller CPU build first, as pytorch.org shows):\n\n"
+            f"    python -m pip install {wheel}\n\n"
+            f"Then check your work before submitting (from this folder):\n\n"
             f"    grader check {rubric.notebook}\n\n"
-            f"It runs your notebook in a sandbox and checks the public items below on inputs "
-            f"the grader chooses, against the course's answers recorded in `oracle/` (the "
-            f"solution itself is not in this kit); a failure shows the first input that breaks "
-            f"it. Items marked \"checked when graded\" and the hidden items are checked when "
-            f"your submission is graded.\n\n"
+            f"It runs your notebook and checks the public items below on inputs the grader "
+            f"chooses, against the course's answers recorded in `oracle/` (the solution itself "
+            f"is not in this kit); a failure shows the first input that breaks it. On Linux "
+            f"your notebook runs in a sandbox (bubblewrap); where that cannot run (macOS, "
+            f"Windows, some containers) it runs as a plain local kernel, and `grader check` "
+            f"says so in one line: fine for checking your own code. Items marked \"checked when "
+            f"graded\" and the hidden items are checked when your submission is graded.\n\n"
             f"| item | points | property |\n|---|---|---|\n{rows}\n")
 
 
@@ -282,7 +388,9 @@ def release(course: Path, lab: str, out: Path, *, record: bool = True,
         public = {i.id for i in rubric.items if i.visibility == "public"}
         keep = _record(course, rubric, staging, sandbox) if record else public
         (staging / "rubrics" / f"{lab}.yaml").write_text(_public_rubric(rubric, keep))
-        (staging / "README.md").write_text(_readme(rubric, keep))
+        wheel = build_wheel(staging / "wheels")
+        (staging / "README.md").write_text(_readme(rubric, keep,
+                                                   wheel.relative_to(staging).as_posix()))
         (staging / "kit.json").write_text(json.dumps(
             {"assignment": lab, "rubric_sha256": rubric.sha256}, indent=1) + "\n")
         given = load_expectations(course / "assignments" / lab,

@@ -174,8 +174,12 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
 
     ``kinds`` restricts the rows graded (the test suite grades examples elsewhere).
     """
+    from ..pipeline import require_sandbox
+
     note = progress or (lambda _m: None)
     rubric = load_rubric(course / "rubrics" / f"{lab}.yaml")
+    if sandbox:
+        require_sandbox()       # refused once, here: not a row "could not be graded" each
     jobs = max(1, jobs or os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix=f"grader-validate-{lab}-") as tmp:
         rows = [r for r in _rows(course, rubric, Path(tmp)) if r[0].kind in kinds]

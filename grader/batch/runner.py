@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import GraderError
-from ..pipeline import find_course, open_submission
+from ..pipeline import find_course, open_submission, require_sandbox
 from ..rubric import load_rubric
 from .gradebook import Gradebook, Row
 from .ingest import Ingested, Limits, ingest, read_roster, slug
@@ -263,6 +263,8 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
     started = time.perf_counter()
     course_dir = find_course(course)
     rubric = load_rubric(course_dir / "rubrics" / f"{lab}.yaml")
+    if sandbox and not scheduler:   # (a Dask cluster's workers each check their own)
+        require_sandbox()       # refused once, here: not every student "could not grade"
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)

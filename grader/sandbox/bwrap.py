@@ -111,8 +111,11 @@ def check_sandbox() -> tuple[bool, str]:
     if os.geteuid() == 0 and not shutil.which("setpriv"):
         return False, "running as root but setpriv (util-linux) is missing to drop privileges"
     # Start the interpreter and import grader: proves the Python install is visible inside.
-    probe = build_command([sys.executable, "-c", "import grader"],
-                          SandboxSpec(ipc_dir=Path("/tmp")), probe=True)
+    try:
+        probe = build_command([sys.executable, "-c", "import grader"],
+                              SandboxSpec(ipc_dir=Path("/tmp")), probe=True)
+    except SandboxUnavailable as exc:             # prlimit is missing
+        return False, str(exc)
     try:
         res = subprocess.run(probe, capture_output=True, timeout=30, check=False)  # noqa: S603
     except (OSError, subprocess.TimeoutExpired) as exc:

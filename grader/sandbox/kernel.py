@@ -14,12 +14,19 @@ violation`. The number of messages waiting: every grader socket on a kernel rece
 with a high-water mark of one message (``bound_context``), so libzmq stops reading, and
 the kernel's side queues or drops, instead of the grader holding a backlog. Together
 the grader holds at most two messages per socket, whatever the kernel does.
+
+Without the sandbox (``--unsafe-no-sandbox``, or a student's self-check in a kit where
+bubblewrap cannot run: macOS, Windows, a container without user namespaces) the kernel is a
+plain local process in a private work dir, under the same timeouts; where Python has no Unix
+sockets (Windows) it talks over loopback TCP, without the relay: the code is the student's
+own, on their own machine.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -39,6 +46,8 @@ __all__ = ["KernelSession", "SandboxedKernelManager", "bound_context", "channel_
            "is_bounded"]
 
 _RECEIVE_HWM = 1                 # complete messages one grader socket may hold unread
+_UNIX_SOCKETS = hasattr(socket, "AF_UNIX")     # False on Windows: loopback TCP, no relay
+_PROC = Path("/proc")            # absent on macOS and Windows: no peak memory then
 _SMALL_CAPS = {"shell": 16 << 20, "stdin": 1 << 20, "control": 1 << 20, "hb": 4 << 10}
 
 
@@ -92,8 +101,10 @@ class SandboxedKernelManager(AsyncKernelManager):
     def __init__(self, *, ipc_dir: Path, spec: SandboxSpec | None, limits: Limits,
                  fds: tuple[int, ...] = (), zygote: Zygote | None = None,
                  **kwargs: object) -> None:
-        super().__init__(transport="ipc", ip=str(relay_dir(ipc_dir.parent) / "k"),
-                         connection_file=str(ipc_dir / "connection.json"), **kwargs)
+        relayed = spec is not None or _UNIX_SOCKETS
+        where = ({"transport": "ipc", "ip": str(relay_dir(ipc_dir.parent) / "k")} if relayed
+                 else {"transport": "tcp", "ip": "127.0.0.1"})
+        super().__init__(**where, connection_file=str(ipc_dir / "connection.json"), **kwargs)
         self._kernel_ip, self._limits = str(ipc_dir / "kernel"), limits
         self._sandbox, self._fds = spec, fds
         self._zygote = zygote if spec is not None and not spec.gpu else None
@@ -103,7 +114,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             display_name="grader sandbox", language="python", interrupt_mode="message",
         )
         self.relay = Relay(channel_caps(limits), self._stop_for,
-                           connect_timeout_s=limits.startup_timeout_s)
+                           connect_timeout_s=limits.startup_timeout_s) if relayed else None
         bound_context(self.context, limits)
 
     def _stop_for(self, _channel: str, _violation: Violation) -> None:
@@ -119,7 +130,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     async def _async_is_alive(self) -> bool:
         """Dead as soon as the relay has stopped it, even before the process is reaped."""
-        if self.relay.violation is not None:
+        if self.relay is not None and self.relay.violation is not None:
             return False
         return await super()._async_is_alive()
 
@@ -167,6 +178,9 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def write_connection_file(self, **kwargs: object) -> None:  # type: ignore[override]
         """Write the kernel's own addresses, and open the relay's in front of them."""
+        if self.relay is None:             # loopback TCP: the kernel's addresses are ours
+            super().write_connection_file(**kwargs)
+            return
         relay_ip, self.ip = self.ip, self._kernel_ip
         try:
             super().write_connection_file(**kwargs)
@@ -306,7 +320,7 @@ class KernelSession:
         The sentence names the channel, the size and the limit, for a cell's or an
         item's verdict.
         """
-        found = self.km.relay.violation
+        found = self.km.relay.violation if self.km.relay is not None else None
         if found is None:
             return None
         channel, exc = found
@@ -325,10 +339,11 @@ class KernelSession:
         """Start the kernel process without waiting for it (``start`` also waits)."""
         self._launched = time.perf_counter()
         log = open(self._root / "kernel.log", "wb")  # noqa: SIM115 - the kernel writes here
-        kwargs: dict[str, object] = {"pass_fds": tuple(h.fileno() for h in self._handles),
-                                     "stdout": log, "stderr": log}
-        if self.workdir is not None:
+        kwargs: dict[str, object] = {"stdout": log, "stderr": log}
+        if self.workdir is not None:       # no sandbox: the files are copied there
             kwargs["cwd"] = str(self.workdir)
+        else:                              # bwrap copies them in from these descriptors
+            kwargs["pass_fds"] = tuple(h.fileno() for h in self._handles)
         try:
             run_sync(self.km.start_kernel)(**kwargs)
         finally:
@@ -376,7 +391,9 @@ class KernelSession:
             return None
         family, peak = {process.pid}, 0
         stats = []
-        for entry in Path("/proc").iterdir():
+        if not _PROC.is_dir():
+            return None
+        for entry in _PROC.iterdir():
             if entry.name.isdigit():
                 try:
                     text = (entry / "stat").read_text()
@@ -392,7 +409,7 @@ class KernelSession:
                     grew = True
         for pid in family:
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                for line in (_PROC / str(pid) / "status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         peak = max(peak, int(line.split()[1]))
             except (OSError, ValueError):
@@ -438,7 +455,8 @@ class KernelSession:
         for handle in self._handles:
             handle.close()
         self.kill()
-        self.km.relay.close()
+        if self.km.relay is not None:
+            self.km.relay.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> KernelSession:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SandboxUnavailable
-from . import linux
 from .bwrap import Limits, build_template_command, kernel_env, next_uid
 
 __all__ = ["ForkedKernel", "Zygote", "request_for", "shared_zygote", "zygote_failure"]
@@ -231,6 +230,8 @@ class Zygote:
         the template cannot be asked (it died): the caller then starts one cold."""
         if len(file_fds) != len(request["files"]):
             raise ValueError("one open file descriptor is needed per submission file")
+        from . import linux        # ctypes' libc: imported here, as only Linux has it
+
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         tree = -1
