@@ -34,7 +34,8 @@ def _shipped(path: Path, package: Path) -> bool:
 
 def _metadata(dist: importlib.metadata.Distribution) -> bytes:
     """The installed METADATA's headers, without the description (header or body)."""
-    head = (dist.read_text("METADATA") or "").split("\n\n", 1)[0]
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""   # PKG-INFO: egg-info
+    head = text.split("\n\n", 1)[0]
     kept, skipping = [], False
     for line in head.splitlines():
         if line[:1] in (" ", "\t"):               # a continuation of the header before
@@ -59,8 +60,14 @@ def build_wheel(out: Path) -> Path:
     """
     import grader
 
+    # an installed dist-info first: a stale ``grader.egg-info`` left in the checkout (the
+    # current folder is on sys.path) would otherwise shadow it
+    found = sorted(importlib.metadata.distributions(name="grader"),
+                   key=lambda d: d.read_text("METADATA") is None)
     try:
-        dist = importlib.metadata.distribution("grader")
+        if not found:
+            raise importlib.metadata.PackageNotFoundError("grader")
+        dist = found[0]
     except importlib.metadata.PackageNotFoundError as exc:
         raise CourseError("grader is not installed as a package, so its wheel has no metadata "
                           "to take: run `pip install -e .` in grader's checkout") from exc
