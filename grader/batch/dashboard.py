@@ -24,21 +24,24 @@ from ..rubric import Rubric
 from .exports import atomic_text
 from .gradebook import Gradebook, Row
 
-__all__ = ["write_dashboard", "refresh_dashboard", "histogram_svg", "bars_svg"]
+__all__ = ["write_dashboard", "refresh_dashboard", "histogram_svg", "bars_svg", "STYLE"]
+
+STYLE = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00020; } .muted { color: #777; }
+"""   # the look of the TA's pages (this one and grader similarity's)
 
 _PAGE = jinja2.Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ title }}: class dashboard</title>
 <style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+""" + STYLE + """body { max-width: 1100px; }
 .cards { display: flex; gap: 1em; flex-wrap: wrap; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .6em 1em; min-width: 9em; }
 .card b { display: block; font-size: 1.5em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.bad { color: #b00020; } .muted { color: #777; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
 </style></head><body>
 <h1>{{ title }} <span class="muted">({{ assignment }})</span></h1>
@@ -91,10 +94,11 @@ not a verdict: open their shared code side by side; every pair is in similarity.
 again after grading new submissions.</p>
 {% if similar.pairs %}<table><tr><th>student</th><th>student</th><th>similarity</th>
 <th>shared code</th></tr>
-{% for p in similar.pairs %}<tr class="similar"><td>{{ p.student_a }} {{ p.name_a }}</td>
+{% for p in similar.pairs[:50] %}<tr class="similar"><td>{{ p.student_a }} {{ p.name_a }}</td>
 <td>{{ p.student_b }} {{ p.name_b }}{% if p.cohort_b %} ({{ p.cohort_b }}){% endif %}</td>
 <td class="num bad">{{ '%.2f'|format(p.similarity) }}</td>
 <td><a href="{{ p.side_by_side }}">side by side</a></td></tr>{% endfor %}</table>
+{% if similar.above > 50 %}<p>and {{ similar.above - 50 }} more: similarity.csv</p>{% endif %}
 {% else %}<p>No pair above the threshold.</p>{% endif %}{% endif %}
 {% if summary.skipped %}<h2>Skipped entries of the export</h2>
 <table><tr><th>entry</th><th>why</th></tr>{% for s in summary.skipped %}

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from ..batch.dashboard import refresh_dashboard
+from ..batch.dashboard import STYLE, refresh_dashboard
 from ..batch.exports import atomic_text
 from .code import Code
 from .compare import Pair, SimilarityResult, compare_pair
@@ -35,12 +35,8 @@ _PAGE = jinja2.Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ title }}: similar submissions</title>
 <style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.above { color: #b00020; font-weight: bold; } .muted { color: #777; }
+""" + STYLE + """body { max-width: 1400px; } h2 { margin-top: 2em; }
+.above { color: #b00020; font-weight: bold; }
 .sides { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
 .side { min-width: 0; }
 pre { background: #fafafa; border: 1px solid #eee; padding: .4em; margin: .3em 0;
@@ -52,11 +48,13 @@ details summary { color: #777; cursor: pointer; font-size: 12px; }
 <h1>{{ title }} <span class="muted">({{ assignment }})</span>: similar submissions</h1>
 <p>{{ students }} students{% if past %} and {{ past }} of earlier cohorts{% endif %},
 {{ pairs_total }} pairs compared; <b>{{ above }}</b> at or above the threshold
-{{ threshold }}. Similarity is the part of both students' own code that they share: the
-template's code and the given functions are left out; names, comments, formatting and the
-order of functions and cells do not count (matches of at least {{ k }} normalised
-characters). Code is shown as compared: printed back from its syntax tree (comments dropped),
-shared code <mark>highlighted</mark>. A high similarity is a reason to look, not a verdict.</p>
+{{ threshold }}{% if above > shown|length %} (the {{ shown|length }} most similar are shown
+here; every pair is in similarity.csv){% endif %}. Similarity is the part of both students'
+own code that they share: the template's code and the given functions are left out; names,
+comments, formatting and the order of functions and cells do not count (matches of at least
+{{ k }} normalised characters). Code is shown as compared: printed back from its syntax
+tree (comments dropped), shared code <mark>highlighted</mark>. A high similarity is a reason
+to look, not a verdict.</p>
 <table><tr><th>#</th><th>student</th><th>student</th><th>similarity</th><th>of a's own code</th>
 <th>of b's own code</th><th>shared (a / b)</th></tr>
 {% for p in shown %}<tr><td><a href="#pair-{{ p.rank }}">{{ p.rank }}</a></td>
@@ -130,12 +128,6 @@ def _row(rank: int, p: Pair, link: str) -> dict[str, Any]:
             "above_threshold": p.above, "side_by_side": link}
 
 
-def _shown(result: SimilarityResult) -> list[Pair]:
-    """The pairs a TA sees side by side: every one above the threshold, at least the top few
-    (the most similar first, so this is always the head of the ranking)."""
-    return result.pairs[:max(result.options.top, sum(p.above for p in result.pairs))]
-
-
 def _html(result: SimilarityResult, shown: list[Pair], out: Path, generated: str) -> str:
     views = []
     for rank, p in enumerate(shown, 1):
@@ -150,7 +142,7 @@ def _html(result: SimilarityResult, shown: list[Pair], out: Path, generated: str
                                 _side(p.b, code_b, slices_b, p.share_b, p.own_b, out)]})
     return _PAGE.render(title=result.title, assignment=result.assignment,
                         students=len(result.students), past=len(result.past),
-                        pairs_total=len(result.pairs), above=sum(p.above for p in result.pairs),
+                        pairs_total=len(result.pairs), above=result.above,
                         threshold=result.options.threshold, k=result.options.k, shown=views,
                         skipped=result.skipped, generated=generated)
 
@@ -161,7 +153,7 @@ def write_results(result: SimilarityResult, out: Path) -> dict[str, Any]:
     written (``dashboard``: its path, or None)."""
     out.mkdir(parents=True, exist_ok=True)
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    shown = _shown(result)
+    shown = result.shown
     rows = [_row(n, p, f"similarity.html#pair-{n}" if n <= len(shown) else "")
             for n, p in enumerate(result.pairs, 1)]
     buffer = io.StringIO(newline="")
@@ -173,7 +165,7 @@ def write_results(result: SimilarityResult, out: Path) -> dict[str, Any]:
                "threshold": result.options.threshold, "k": result.options.k,
                "students": len(result.students), "past_students": len(result.past),
                "pairs_compared": len(result.pairs),
-               "above_threshold": sum(p.above for p in result.pairs),
+               "above_threshold": result.above,
                "pairs": rows[:len(shown)],
                "skipped": [{"source": s.source, "reason": s.reason} for s in result.skipped]}
     atomic_text(out / "similarity.json", json.dumps(summary, indent=1))
@@ -182,4 +174,4 @@ def write_results(result: SimilarityResult, out: Path) -> dict[str, Any]:
     if is_batch_folder(out) and refresh_dashboard(out, result.rubric):
         dashboard = out / "dashboard.html"
     return {"csv": out / "similarity.csv", "json": out / "similarity.json",
-            "html": out / "similarity.html", "dashboard": dashboard, "shown": len(shown)}
+            "html": out / "similarity.html", "dashboard": dashboard}
