@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                           "student with; repeatable")
     sim.add_argument("--threshold", type=float, help="similarity that flags a pair (default "
                                                      "0.5, calibrated: docs/batch.md)")
-    sim.add_argument("--top", type=int, help="pairs shown side by side besides those above "
-                                             "the threshold (default 20)")
+    sim.add_argument("--top", type=int, help="pairs shown (printed, and side by side besides "
+                                             "those above the threshold; default 20)")
     sim.add_argument("--course", help="course folder (default: the current folder)")
 
     gs = sub.add_parser("gradescope", help="Gradescope autograder entry point")
@@ -453,16 +453,15 @@ def _similarity(args: argparse.Namespace, console: Console) -> int:
     table = Table(title=escape(f"{result.title} ({result.assignment}): the most similar pairs"))
     for col in ("#", "student", "student", "similarity", "shared (a / b)"):
         table.add_column(col, overflow="fold")
-    for n, p in enumerate(result.pairs[:written["shown"]], 1):
+    for n, p in enumerate(result.pairs[:options.top], 1):
         score = f"{p.similarity:.2f}"
         table.add_row(str(n), escape(p.a.student), escape(p.b.student + (
             f" ({p.b.cohort})" if p.b.cohort else "")),
             f"[bold red]{score}[/]" if p.above else score, f"{p.shared_a} / {p.shared_b}")
     console.print(table)
-    above = sum(p.above for p in result.pairs)
     console.print(f"{result.layout}: {len(result.students)} students"
                   + (f", {len(result.past)} of earlier cohorts" if result.past else "")
-                  + f", {len(result.pairs)} pairs; {above} at or above the threshold "
+                  + f", {len(result.pairs)} pairs; {result.above} at or above the threshold "
                   f"{options.threshold}; {len(result.skipped)} entries not compared",
                   highlight=False, markup=False, soft_wrap=True)
     for s in result.skipped[:20]:

@@ -130,6 +130,21 @@ def test_a_class_ranks_the_disguised_pair_first_in_csv_json_and_html(
     assert "<script" not in page and "http" not in page
 
 
+def test_a_class_of_copies_shows_at_most_the_most_similar(tmp_path: Path) -> None:
+    from grader.similarity import find_similar, write_results
+
+    for name in ("a", "b", "c", "d"):
+        student(tmp_path / "class", name, example("vae", "correct"))
+    result = find_similar(tmp_path / "class", "vae", course=REPO,
+                          options=Options(top=1, most=3))
+    written = write_results(result, tmp_path / "out")
+    assert (len(result.pairs), result.above, len(result.shown)) == (6, 6, 3)
+    assert len(json.loads(written["json"].read_text())["pairs"]) == 3
+    page = written["html"].read_text()
+    assert page.count('<section class="pair"') == 3 and "the 3 most similar are shown" in page
+    assert [r["side_by_side"] != "" for r in read_csv(written["csv"])] == [True] * 3 + [False] * 3
+
+
 def test_hostile_code_and_names_are_escaped(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     attack = '</pre><script>alert("x")</script><img src=x onerror=alert(1)>'

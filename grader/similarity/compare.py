@@ -8,10 +8,11 @@ wrote almost nothing shares little with everyone, instead of everything with who
 the same one line. ``share_a`` and ``share_b`` are each side's own fractions (MOSS's two
 percentages). A pair is above the threshold at ``similarity >= threshold``.
 
-Calibration (``benchmarks/similarity_calibration.py``, docs/batch.md): over the bundled
-labs, independent correct solutions of one template score at most 0.22 and a disguised copy
-(renamed variables, rewritten comments, reformatted, functions and cells reordered) 1.00;
-solutions written from one another score 0.45-0.81. Hence ``threshold = 0.5``.
+Calibration (``benchmarks/similarity_calibration.py``, docs/batch.md): over the seven
+bundled labs, independent correct solutions of one template score at most 0.20, a disguised
+copy (locals renamed, comments rewritten, reformatted, functions, methods and cells
+reordered) 1.00, an example with one line changed at least 0.90, variants written from
+another solution (half their lines or more verbatim) 0.57-0.80. Hence ``threshold = 0.5``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Options:
     k: int = 35                  # shortest match that counts, in normalised characters
     threshold: float = 0.5       # similarity at which a pair is flagged for a TA to look at
     top: int = 20                # pairs shown side by side besides those above the threshold
+    most: int = 100              # pairs shown side by side at most (the rest: the CSV)
     max_code_chars: int = 400_000   # of one notebook's code; a larger one is cut there
 
 
@@ -72,6 +74,17 @@ class SimilarityResult:
     layout: str
     rubric: Rubric
     codes: dict[tuple[str, str], Code] = field(repr=False, default_factory=dict)
+
+    @property
+    def above(self) -> int:
+        """How many pairs are at or above the threshold."""
+        return sum(p.above for p in self.pairs)
+
+    @property
+    def shown(self) -> list[Pair]:
+        """The pairs a TA sees side by side: every one above the threshold and at least the
+        top few, at most ``options.most`` (the most similar first: the head of the ranking)."""
+        return self.pairs[:min(self.options.most, max(self.options.top, self.above))]
 
 
 def handed_units(course: Path, rubric: Rubric) -> list[str]:
