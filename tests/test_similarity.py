@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -265,14 +266,16 @@ def test_a_batch_graded_class_shows_its_copy_first_and_on_the_dashboard(
     assert section.count('class="similar"') == 1
     code, text = run(capsys, str(out), "--assignment", "flow", "--out", str(tmp_path / "x"))
     assert code == cli.EXIT_USAGE and "a batch of `vae`" in text
-    if chromium() is None:
-        pytest.skip("no Chromium on this machine (apt install chromium)")
-    dom = subprocess.run([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+    browser = chromium()
+    if browser is None:        # CI sets GRADER_REQUIRE_BROWSER: there a missing browser fails
+        (pytest.fail if os.environ.get("GRADER_REQUIRE_BROWSER") else pytest.skip)(
+            "no Chromium on this machine (apt install chromium to run the dashboard test)")
+    dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
                           "--dump-dom", (out / "dashboard.html").as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     shown = dom.split('id="similarity"', 1)[1].split("<h2", 1)[0]
     assert "Similar submissions" in dom and 'href="similarity.html#pair-1"' in shown
-    side = subprocess.run([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+    side = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
                            "--dump-dom", (out / "similarity.html").as_uri() + "#pair-1"],
                           capture_output=True, text=True, timeout=120).stdout
     assert side.count("<mark>") > 10 and 'id="pair-1"' in side

@@ -79,14 +79,15 @@ def cell_units(source: str) -> list[Unit]:
 
 
 def notebook_units(path: Path, max_chars: int) -> list[Unit]:
-    """The units of every code cell of a notebook, at most ``max_chars`` of code in all."""
+    """The units of every code cell of a notebook, at most ``max_chars`` of code in all (a
+    unit's separator counts too: a million one-character cells cannot make it large)."""
     nb = nbformat.read(path, as_version=4)
     units, size = [], 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         for unit in cell_units(str(cell.source)[:max_chars]):
-            size += len(unit[1])
+            size += len(unit[1]) + 64
             if size > max_chars:
                 return units
             units.append(unit)
