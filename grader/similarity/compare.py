@@ -21,7 +21,9 @@ import itertools
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from ..authoring.expected import load_expectations
 from ..batch.ingest import Skipped
@@ -115,7 +117,7 @@ def compare_pair(a: Submitted, b: Submitted, code_a: Code, code_b: Code,
                 similarity >= threshold), slices
 
 
-def _codes(subs: list[Submitted], handed, options: Options,  # noqa: ANN001 - np.ndarray
+def _codes(subs: list[Submitted], handed: np.ndarray, options: Options,
            skipped: list[Skipped]) -> dict[tuple[str, str], Code]:
     codes = {}
     for sub in subs:
@@ -140,7 +142,7 @@ def _past_label(path: Path, taken: set[str]) -> str:
 
 
 def find_similar(source: Path, lab: str, *, course: str | Path | None = None,
-                 past: list[Path] = (), options: Options = Options(),  # type: ignore[assignment]
+                 past: Sequence[Path] = (), options: Options = Options(),
                  progress: Callable[[str], None] | None = None) -> SimilarityResult:
     """Compare every pair of ``source``'s students, and each of them with every student of
     the ``past`` cohorts (never two past students). Nothing is written: ``write_results``."""
