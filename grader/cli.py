@@ -9,6 +9,8 @@
   a whole class (docs/batch.md):
     grader batch EXPORT --assignment LAB --out DIR    LMS export -> gradebook, reports,
                                          Brightspace/Canvas CSVs, dashboard; resumable
+    grader similarity EXPORT --assignment LAB --out DIR   pairs ranked by the code they
+                                         share (template left out): CSV, side-by-side HTML
     grader gradescope                    run as a Gradescope autograder (results.json)
 
   the lecturer's workflow (docs/lecturer-guide.md):
@@ -97,6 +99,24 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="cpu", help="cpu or cuda")
     batch.add_argument("--course", help="course folder (default: the current folder)")
     batch.add_argument("--unsafe-no-sandbox", action="store_true", help=argparse.SUPPRESS)
+
+    sim = sub.add_parser("similarity", help="pairs of a class ranked by how much of their "
+                                            "own code they share: CSV, HTML side by side")
+    sim.add_argument("submissions", help="what `grader batch` takes (an LMS export, .zip or "
+                                         "folder) or the --out folder of `grader batch`")
+    sim.add_argument("--assignment", required=True, help="the lab (its template's code and "
+                                                         "release.given are left out)")
+    sim.add_argument("--out", required=True, help="folder for similarity.csv, .html and .json "
+                                                  "(a batch's --out: its dashboard lists the "
+                                                  "pairs above the threshold)")
+    sim.add_argument("--past", action="append", default=[], metavar="DIR",
+                     help="an earlier cohort (export or batch folder) to compare every "
+                          "student with; repeatable")
+    sim.add_argument("--threshold", type=float, help="similarity that flags a pair (default "
+                                                     "0.5, calibrated: docs/batch.md)")
+    sim.add_argument("--top", type=int, help="pairs shown (printed, and side by side besides "
+                                             "those above the threshold; default 20)")
+    sim.add_argument("--course", help="course folder (default: the current folder)")
 
     gs = sub.add_parser("gradescope", help="Gradescope autograder entry point")
     gs.add_argument("--assignment", help="the lab (default: from the notebook)")
@@ -415,6 +435,47 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _similarity(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
+    from .similarity import Options, find_similar, write_results
+
+    given = {k: v for k, v in (("threshold", args.threshold), ("top", args.top))
+             if v is not None}
+    if not 0.0 <= given.get("threshold", 0.5) <= 1.0 or given.get("top", 0) < 0:
+        raise CourseError(f"--threshold {args.threshold} / --top {args.top}: a threshold is a "
+                          "similarity in [0, 1], --top a number of pairs >= 0")
+    options = dataclasses.replace(Options(), **given)
+    with console.status("comparing…") as status:
+        result = find_similar(Path(args.submissions), args.assignment, course=args.course,
+                              past=[Path(p) for p in args.past], options=options,
+                              progress=lambda msg: status.update(msg))
+        written = write_results(result, Path(args.out))
+    table = Table(title=escape(f"{result.title} ({result.assignment}): the most similar pairs"))
+    for col in ("#", "student", "student", "similarity", "shared (a / b)"):
+        table.add_column(col, overflow="fold")
+    for n, p in enumerate(result.pairs[:options.top], 1):
+        score = f"{p.similarity:.2f}"
+        table.add_row(str(n), escape(p.a.student), escape(p.b.student + (
+            f" ({p.b.cohort})" if p.b.cohort else "")),
+            f"[bold red]{score}[/]" if p.above else score, f"{p.shared_a} / {p.shared_b}")
+    console.print(table)
+    console.print(f"{result.layout}: {len(result.students)} students"
+                  + (f", {len(result.past)} of earlier cohorts" if result.past else "")
+                  + f", {len(result.pairs)} pairs; {result.above} at or above the threshold "
+                  f"{options.threshold}; {len(result.skipped)} entries not compared",
+                  highlight=False, markup=False, soft_wrap=True)
+    for s in result.skipped[:20]:
+        console.print(f"  not compared {s.source}: {s.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
+    console.print(f"every pair: {written['csv']}; shared code side by side: {written['html']}",
+                  highlight=False, markup=False, soft_wrap=True)
+    if written["dashboard"]:
+        console.print(f"dashboard updated: {written['dashboard']}", highlight=False,
+                      markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def _gradescope(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -471,9 +532,10 @@ def _internal_error(exc: Exception, console: Console) -> int:
     return EXIT_INTERNAL
 
 
-_COMMANDS = {"batch": _batch, "gradescope": _gradescope, "new": _new, "build": _build,
-             "lint": _lint, "validate": _validate, "release": _release, "demo": _demo,
-             "calibrate": _calibrate, "grade": _graded, "check": _graded}
+_COMMANDS = {"batch": _batch, "similarity": _similarity, "gradescope": _gradescope,
+             "new": _new, "build": _build, "lint": _lint, "validate": _validate,
+             "release": _release, "demo": _demo, "calibrate": _calibrate, "grade": _graded,
+             "check": _graded}
 
 
 def main(argv: list[str] | None = None) -> int:

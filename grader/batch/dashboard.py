@@ -4,13 +4,16 @@ A score histogram and per-item pass rates drawn as SVG images (data URIs), the i
 class gets wrong most often first, the slowest submissions and the lowest final scores,
 each linking to the student's report. Students whose grade is not final (could not be
 graded, or an item needs review) come first, in a list of their own, and are left out of
-the statistics: a grader-side problem never shows as a low score.
+the statistics: a grader-side problem never shows as a low score. When ``grader similarity``
+has written ``similarity.json`` into the batch folder, the pairs above its threshold are
+listed with links to their shared code side by side (``similarity.html``).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -19,23 +22,26 @@ import jinja2
 
 from ..rubric import Rubric
 from .exports import atomic_text
-from .gradebook import Row
+from .gradebook import Gradebook, Row
 
-__all__ = ["write_dashboard", "histogram_svg", "bars_svg"]
+__all__ = ["write_dashboard", "refresh_dashboard", "histogram_svg", "bars_svg", "STYLE"]
+
+STYLE = """body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00020; } .muted { color: #777; }
+"""   # the look of the TA's pages (this one and grader similarity's)
 
 _PAGE = jinja2.Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ title }}: class dashboard</title>
 <style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+""" + STYLE + """body { max-width: 1100px; }
 .cards { display: flex; gap: 1em; flex-wrap: wrap; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .6em 1em; min-width: 9em; }
 .card b { display: block; font-size: 1.5em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.bad { color: #b00020; } .muted { color: #777; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
 </style></head><body>
 <h1>{{ title }} <span class="muted">({{ assignment }})</span></h1>
@@ -80,6 +86,20 @@ report, regrade or grade the items by hand. They are left out of the statistics 
 <td class="num">{{ '%.1f'|format(r.duration_s) }}</td>
 <td class="num">{{ r.peak_rss_mb if r.peak_rss_mb is not none else '' }}</td></tr>
 {% endfor %}</table>
+{% if similar %}<h2 id="similarity">Similar submissions</h2>
+<p class="muted"><code>grader similarity</code> ({{ similar.generated }}): {{ similar.above }} of
+{{ similar.compared }} pairs have a similarity of at least {{ similar.threshold }} (the part
+of both students' own code that they share; the template's code left out). A reason to look,
+not a verdict: open their shared code side by side; every pair is in similarity.csv. Run it
+again after grading new submissions.</p>
+{% if similar.pairs %}<table><tr><th>student</th><th>student</th><th>similarity</th>
+<th>shared code</th></tr>
+{% for p in similar.pairs[:50] %}<tr class="similar"><td>{{ p.student_a }} {{ p.name_a }}</td>
+<td>{{ p.student_b }} {{ p.name_b }}{% if p.cohort_b %} ({{ p.cohort_b }}){% endif %}</td>
+<td class="num bad">{{ '%.2f'|format(p.similarity) }}</td>
+<td><a href="{{ p.side_by_side }}">side by side</a></td></tr>{% endfor %}</table>
+{% if similar.above > 50 %}<p>and {{ similar.above - 50 }} more: similarity.csv</p>{% endif %}
+{% else %}<p>No pair above the threshold.</p>{% endif %}{% endif %}
 {% if summary.skipped %}<h2>Skipped entries of the export</h2>
 <table><tr><th>entry</th><th>why</th></tr>{% for s in summary.skipped %}
 <tr><td>{{ s.source }}</td><td>{{ s.reason }}</td></tr>{% endfor %}</table>{% endif %}
@@ -139,6 +159,20 @@ def bars_svg(labels: list[str], rates: list[float]) -> str:
     return "".join(parts)
 
 
+def similarity_view(folder: Path) -> dict[str, Any] | None:
+    """The pairs above the threshold in ``folder/similarity.json`` (``grader similarity``),
+    for the dashboard's own section; None when there is none or it cannot be read."""
+    try:
+        doc = json.loads((folder / "similarity.json").read_text())
+        pairs = [p for p in doc["pairs"] if p.get("above_threshold")]
+        return {"generated": str(doc.get("generated", "")), "threshold": doc["threshold"],
+                "above": doc["above_threshold"], "compared": doc["pairs_compared"],
+                "pairs": [{**p, "side_by_side": f"similarity.html#pair-{int(p['rank'])}"}
+                          for p in pairs]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _link(row: Row) -> str:
     return (row.report or "").replace("report.json", "report.html")
 
@@ -192,5 +226,24 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
         errors=sum(r.status == "error" for r in rows), review=review,
         hist=_data_uri(histogram_svg(scores, rubric.max_score)),
         bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
-        items=items, worst=worst, slowest=slowest)
+        items=items, worst=worst, slowest=slowest, similar=similarity_view(path.parent))
     atomic_text(path, page)
+
+
+def refresh_dashboard(folder: Path, rubric: Rubric) -> bool:
+    """Write ``folder/dashboard.html`` of a ``grader batch`` folder again, from its gradebook
+    and ``batch.json`` (after ``grader similarity`` wrote into it). False, and nothing
+    written, when the folder is a batch of another lab."""
+    try:
+        summary = json.loads((folder / "batch.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if summary.get("assignment") != rubric.assignment:
+        return False
+    book = Gradebook(folder / "gradebook.sqlite")
+    try:
+        rows = book.latest(rubric.assignment, summary.get("rubric_sha256", rubric.sha256))
+    finally:
+        book.close()
+    write_dashboard(rows, rubric, folder / "dashboard.html", summary)
+    return True

@@ -30,7 +30,9 @@ from ..rubric import load_rubric
 from .gradebook import Gradebook, Row
 from .ingest import Ingested, Limits, ingest, read_roster, slug
 
-__all__ = ["Job", "BatchResult", "run_batch", "grade_job"]
+__all__ = ["Job", "BatchResult", "run_batch", "grade_job", "keep_notebooks", "KEPT_NOTEBOOK"]
+
+KEPT_NOTEBOOK = "submission.ipynb"     # students/<id>/submission.ipynb: the graded notebook
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,22 @@ def _jobs(ingested: Ingested, names: dict[str, str]) -> list[Job]:
     return out
 
 
+def keep_notebooks(jobs: list[Job], rows: list[Row], out: Path) -> None:
+    """Each student's notebook that their gradebook row graded, beside the report
+    (``students/<id>/submission.ipynb``): what ``grader similarity`` compares, and what a
+    TA opens."""
+    by_submission = {(job.student, job.sha256): job for job in jobs}
+    for row in rows:
+        job = by_submission.get((row.student, row.content_sha256))
+        if job is None:               # graded in an earlier run from another export
+            continue
+        folder = out / "students" / slug(row.student)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{KEPT_NOTEBOOK}.tmp"
+        shutil.copyfile(open_submission(job.folder).notebook, tmp)
+        os.replace(tmp, folder / KEPT_NOTEBOOK)
+
+
 def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = None,
               workers: int | None = None, regrade: bool = False, device: str = "cpu",
               sandbox: bool = True, roster: Path | None = None, all_attempts: bool = False,
@@ -274,7 +292,8 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
     result = BatchResult(out, ingested.layout, superseded=ingested.superseded,
                          skipped=[dataclasses.asdict(s) for s in ingested.skipped])
     todo = []
-    for job in _jobs(ingested, names):
+    jobs = _jobs(ingested, names)
+    for job in jobs:
         if not regrade and book.has(job.student, lab, job.sha256, rubric.sha256, final=True):
             result.already += 1
         else:
@@ -296,7 +315,9 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
     runner(todo, done, course=str(course_dir), lab=lab, sandbox=sandbox, device=device,
            workers=workers or default_workers(), warm=warm, scheduler=scheduler)
     result.seconds = round(time.perf_counter() - started, 1)
-    result.needs_review = [r.student for r in book.latest(lab, rubric.sha256) if r.needs_review]
+    latest = book.latest(lab, rubric.sha256)
+    result.needs_review = [r.student for r in latest if r.needs_review]
+    keep_notebooks(jobs, latest, out)
     write_exports(book, rubric, out, result, names)
     book.close()
     shutil.rmtree(scratch, ignore_errors=True)
