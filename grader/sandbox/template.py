@@ -27,6 +27,7 @@ never started half-confined.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -79,6 +80,9 @@ def main(argv: list[str]) -> None:
     if threads() != 1:
         control.send(f"error the template runs {threads()} threads after its imports".encode())
         return
+    # every object imported so far is kept out of the garbage collector's passes: a kernel's
+    # collections would otherwise walk (and so copy, page by page) the whole inherited heap
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)        # keepers are reaped by the kernel
     control.send(b"ready")
     while True:
