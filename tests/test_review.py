@@ -287,6 +287,9 @@ def test_adjustments_survive_a_regrade_in_every_export(graded, tmp_path: Path) -
         assert "Adjusted by ta1" in page
         carol = report(out, "carol")
         assert item(carol, "bug")["needs_review"] and item(carol, "bug")["score"] == 1.0
+        page = (out / "students" / "carol" / "report.html").read_text()
+        assert "reviewed since by a TA, who gave the points: bug" in page
+        assert "needs TA review" not in page
         gs = json.loads((out / "students" / "bob" / "results.json").read_text())
         assert gs["score"] == 9.5 and item(gs, "a")["score"] == 1.5
         assert "adjusted by a TA (ta1" in item(gs, "a")["output"]

@@ -140,6 +140,12 @@ def _item_view(item: dict[str, Any], index: int) -> dict[str, Any]:
     }
 
 
+def _reviewed(report: dict[str, Any]) -> list[str]:
+    """A line under the grader's warnings when a TA has since graded items under review."""
+    done = [i["id"] for i in report["items"] if i["needs_review"] and "adjustment" in i]
+    return [f"reviewed since by a TA, who gave the points: {', '.join(done)}"] if done else []
+
+
 def _ta_view(item: dict[str, Any]) -> dict[str, Any]:
     """What a TA did or must do: a manual item's criteria and the student's answer (hostile
     text, cleaned and cut like every other), and an adjustment's automatic score, comment,
@@ -188,7 +194,7 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         "submission": {k: clean_text(v, 1000) if isinstance(v, str) else
                        [clean_text(f, 300) for f in v] for k, v in report["submission"].items()},
         "created": clean_text(report["created"], 100),
-        "warnings": [clean_text(w, 2000) for w in report["warnings"]],
+        "warnings": [clean_text(w, 2000) for w in report["warnings"] + _reviewed(report)],
         "entries": [_item_view(item, i) for i, item in enumerate(report["items"], 1)],
         "sandbox": {"enabled": execution["sandbox"]["enabled"],
                     "kind": execution["sandbox"]["kind"],
