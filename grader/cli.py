@@ -106,18 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     rev = sub.add_parser("review", help="what needs a human in a graded class: pending manual "
                                         "items, items under review, errors, kernel deaths and "
                                         "timeouts, outliers on a metric")
-    rev.add_argument("out", help="a `grader batch` --out folder, or a folder of them")
+    rev.add_argument("out", metavar="OUT", help="a `grader batch` --out folder, or a folder "
+                                                "of them")
     rev.add_argument("--lab", help="only this lab")
 
     adj = sub.add_parser("adjust", help="a TA's points for an item (a manual item, a "
                                         "correction), with a comment; rewrites OUT's exports")
-    adj.add_argument("out", help="the `grader batch` --out folder")
-    adj.add_argument("student", nargs="?", help="the student id (as in the gradebook)")
-    adj.add_argument("item", nargs="?", help="the rubric item id")
-    adj.add_argument("--points", type=float, help="the item's new points (0 to its points)")
-    adj.add_argument("--comment", help="why (the student reads it)")
-    adj.add_argument("--file", help="a CSV of many: student,item,points,comment")
-    adj.add_argument("--by", help="who adjusts (default: $USER)")
+    adj.add_argument("out", metavar="OUT", help="the `grader batch` --out folder")
+    adj.add_argument("student", metavar="STUDENT", nargs="?",
+                     help="the student id (as in the gradebook)")
+    adj.add_argument("item", metavar="ITEM", nargs="?", help="the rubric item id")
+    adj.add_argument("--points", metavar="P", type=float,
+                     help="the item's new points (0 to its points)")
+    adj.add_argument("--comment", metavar="TEXT", help="why (the student reads it)")
+    adj.add_argument("--file", metavar="CSV", help="many at once: student,item,points,comment")
+    adj.add_argument("--by", metavar="NAME", help="who adjusts (default: $USER)")
     adj.add_argument("--course", help="course folder (default: the one OUT was graded with)")
 
     gs = sub.add_parser("gradescope", help="Gradescope autograder entry point")
