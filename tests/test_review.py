@@ -367,16 +367,18 @@ def test_a_changed_rubric_item_drops_its_adjustment_and_lists_it(graded) -> None
     ("alice,essay,1,\n", "line 3: no comment; say why"),
     ("bob,essay,1,again\n", "line 3: `bob` `essay` is adjusted twice (also"),
     ("alice,essay,1,a,b\n", "line 3: expected 4 fields"),
+    (None, "no adjustment in it"),
 ])
 def test_a_bad_row_of_an_adjustments_file_is_named_and_nothing_is_recorded(
-        graded, tmp_path: Path, rows: str, problem: str) -> None:  # noqa: ANN001
+        graded, tmp_path: Path, rows: str | None, problem: str) -> None:  # noqa: ANN001
     _, _, out, _ = graded
     before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
     path = tmp_path / "adjustments.csv"
-    path.write_text("student,item,points,comment\nbob,essay,1,fine\n" + rows)
+    path.write_text("student,item,points,comment\n" + (
+        "" if rows is None else "bob,essay,1,fine\n" + rows))
     code, printed = run("adjust", str(out), "--file", str(path))
     assert code == cli.EXIT_USAGE
-    assert f"{path}, {problem}" in " ".join(printed.split()), printed
+    assert f"{path}{', ' if rows else ': '}{problem}" in " ".join(printed.split()), printed
     assert "nothing was recorded" in printed
     with sqlite3.connect(out / "gradebook.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM adjustments").fetchone() == (0,)

@@ -83,6 +83,9 @@ def read_requests(path: Path) -> list[Request]:
                             "item's new points, e.g. 1.5")
             continue
         out.append(Request(values["student"], values["item"], points, values["comment"], where))
+    if not out and not problems:
+        problems.append(f"{path}: no adjustment in it (a header and no rows); add a row "
+                        "student,item,points,comment for each")
     if problems:
         raise AdjustmentError(problems)
     return out
