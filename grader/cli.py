@@ -9,6 +9,10 @@
   a whole class (docs/batch.md):
     grader batch EXPORT --assignment LAB --out DIR    LMS export -> gradebook, reports,
                                          Brightspace/Canvas CSVs, dashboard; resumable
+    grader review OUT [--lab LAB]        what needs a human: manual items to grade, items
+                                         under review, errors, kernel deaths, outliers
+    grader adjust OUT STUDENT ITEM --points P --comment TEXT    a TA's points for an item
+                                         (or --file adjustments.csv), kept across regrades
     grader similarity EXPORT --assignment LAB --out DIR   pairs ranked by the code they
                                          share (template left out): CSV, side-by-side HTML
     grader gradescope                    run as a Gradescope autograder (results.json)
@@ -25,6 +29,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +44,8 @@ from .errors import CourseError, GraderError, RubricError, SandboxUnavailable
 
 __all__ = ["main"]
 
-_STYLE = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "yellow"}
+_STYLE = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "yellow",
+          "pending": "cyan"}
 # README, "Exit codes". REVIEW: graded, but some item (or, for batch, some student) needs a
 # TA (a grader-side problem: not a verdict); INTERNAL: a grader bug left no report at all.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_REVIEW, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
@@ -117,6 +123,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--top", type=int, help="pairs shown (printed, and side by side besides "
                                              "those above the threshold; default 20)")
     sim.add_argument("--course", help="course folder (default: the current folder)")
+
+    rev = sub.add_parser("review", help="what needs a human in a graded class: pending manual "
+                                        "items, items under review, errors, kernel deaths and "
+                                        "timeouts, outliers on a metric")
+    rev.add_argument("out", metavar="OUT", help="a `grader batch` --out folder, or a folder "
+                                                "of them")
+    rev.add_argument("--lab", help="only this lab")
+
+    adj = sub.add_parser("adjust", help="a TA's points for an item (a manual item, a "
+                                        "correction), with a comment; rewrites OUT's exports")
+    adj.add_argument("out", metavar="OUT", help="the `grader batch` --out folder")
+    adj.add_argument("student", metavar="STUDENT", nargs="?",
+                     help="the student id (as in the gradebook)")
+    adj.add_argument("item", metavar="ITEM", nargs="?", help="the rubric item id")
+    adj.add_argument("--points", metavar="P", type=float,
+                     help="the item's new points (0 to its points)")
+    adj.add_argument("--comment", metavar="TEXT", help="why (the student reads it)")
+    adj.add_argument("--file", metavar="CSV", help="many at once: student,item,points,comment")
+    adj.add_argument("--by", metavar="NAME", help="who adjusts (default: $USER)")
+    adj.add_argument("--course", help="course folder (default: the one OUT was graded with)")
 
     gs = sub.add_parser("gradescope", help="Gradescope autograder entry point")
     gs.add_argument("--assignment", help="the lab (default: from the notebook)")
@@ -255,7 +281,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
                                   f"{out / lab / 'dashboard.html'})", "-")
                     continue
                 report = json.loads(path.read_text())
-                failed = [i["id"] + (" (needs review)" if i["needs_review"] else "")
+                failed = [i["id"] + (" (needs review)" if i["needs_review"] else
+                                     " (pending: a TA grades it)" if i["outcome"] == "pending"
+                                     else "")
                           for i in report["items"] if i["outcome"] != "passed"]
                 table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
                               ", ".join(failed) or "-", f"{report['timings']['total_s']:.1f} s")
@@ -359,7 +387,8 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         console.print("items: " + ", ".join(f"{n} {i}" for n, i in enumerate(result.items, 1)),
                       highlight=False, markup=False)
         console.print("✓ passed, ✗ lost points as expected, [bold red]!✗[/] lost points "
-                      "unexpectedly, [bold red]!✓[/] passed but should not have")
+                      "unexpectedly, [bold red]!✓[/] passed but should not have, M manual "
+                      "(graded by a TA: not compared)")
         killed, total = result.mutation_score
         console.print(f"mutation score: {killed}/{total}")
         for row in result.rows:
@@ -378,6 +407,8 @@ def _matrix_cell(row: Any, item: str) -> str:
     from .authoring.validate import _cell
 
     text = _cell(row, item)
+    if text == "manual":
+        return "[dim]M[/]"
     if text.startswith("**!"):
         return "[bold red]!✓[/]" if text == "**!pass**" else "[bold red]!✗[/]"
     return "[green]✓[/]" if text == "pass" else "[yellow]✗[/]"
@@ -425,13 +456,83 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  skipped {s['source']}: {s['reason']}", highlight=False, markup=False)
     console.print(f"gradebook, reports, brightspace.csv, canvas.csv, reports.zip and "
                   f"dashboard.html: {Path(args.out).resolve()}")
+    for a in result.dropped:
+        console.print(f"[bold yellow]adjustment dropped:[/] {escape(a['student'])} "
+                      f"{escape(a['item'])} ({a['points']:g} points by {escape(a['by'])}): "
+                      f"{escape(a['why'])}", highlight=False)
     if result.needs_review:
-        shown = ", ".join(result.needs_review[:20])
-        more = f" and {len(result.needs_review) - 20} more" if len(result.needs_review) > 20 else ""
         console.print(f"[bold magenta]needs review:[/] {len(result.needs_review)} student(s) "
                       f"whose grade is not final (left blank in the CSVs, listed in "
-                      f"needs-review.csv and the dashboard): {shown}{more}", highlight=False)
-        return EXIT_REVIEW
+                      f"needs-review.csv and the dashboard): {_some(result.needs_review)}",
+                      highlight=False)
+    if result.pending:
+        console.print(f"[bold cyan]pending:[/] {len(result.pending)} student(s) with manual "
+                      f"items to grade (blank in the CSVs until then; `grader review "
+                      f"{args.out}`): {_some(result.pending)}", highlight=False)
+    return EXIT_REVIEW if result.needs_review or result.pending else EXIT_OK
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return escape(", ".join(names[:shown]) + more)
+
+
+def _review_cmd(args: argparse.Namespace, console: Console) -> int:
+    """``grader review``: the table of what needs a human; exit 4 when it is not empty."""
+    from .batch.review import review
+
+    entries = review(Path(args.out), args.lab)
+    if not entries:
+        console.print(f"nothing needs a human in {args.out}: every grade is final, no outlier")
+        return EXIT_OK
+    table = Table(title=f"grader review {args.out}: {len(entries)} thing(s) to look at")
+    for col in ("lab", "student", "what", "item", "detail", "report"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(escape(e.lab), escape(e.student), e.kind, escape(e.item),
+                      escape(e.detail), escape(e.report))
+    console.print(table)
+    counts = ", ".join(f"{sum(e.kind == k for e in entries)} {k}" for k in
+                       dict.fromkeys(e.kind for e in entries))
+    console.print(f"{counts}; grade or correct with `grader adjust {args.out} STUDENT ITEM "
+                  "--points P --comment TEXT`", highlight=False)
+    return EXIT_REVIEW
+
+
+def _who(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.by:
+        return str(args.by)
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        raise CourseError("cannot tell who you are: say it with --by NAME") from None
+
+
+def _adjust(args: argparse.Namespace, console: Console) -> int:
+    """``grader adjust``: one adjustment from the command line, or many from --file."""
+    from .batch.adjust import Request, read_requests, record
+
+    single = (args.student, args.item, args.points, args.comment)
+    if args.file:
+        if any(v is not None for v in single):
+            raise CourseError("give either --file or STUDENT ITEM --points --comment, not both")
+        requests = read_requests(Path(args.file))
+    elif args.student and args.item and args.points is not None and args.comment is not None:
+        requests = [Request(args.student, args.item, args.points, args.comment.strip())]
+    else:
+        raise CourseError("grader adjust OUT STUDENT ITEM --points P --comment TEXT, or "
+                          "grader adjust OUT --file adjustments.csv (student,item,points,"
+                          "comment)")
+    by = _who(args)
+    done = record(Path(args.out), requests, by, course=args.course)
+    for request, automatic in done:
+        console.print(f"{escape(request.student)} {escape(request.item)}: {automatic:g} -> "
+                      f"{request.points:g} ({escape(request.comment[:80])})", highlight=False)
+    console.print(f"{len(done)} adjustment(s) recorded by {escape(by)}; brightspace.csv, "
+                  f"canvas.csv, needs-review.csv, results.json, the reports and dashboard.html "
+                  f"rewritten in {Path(args.out).resolve()}", highlight=False)
     return EXIT_OK
 
 
@@ -505,8 +606,8 @@ def _graded(args: argparse.Namespace, console: Console) -> int:
         console.print(f"wrote {written[0]} and {written[1]}", markup=False)
     if _review(report):
         return EXIT_REVIEW
-    if args.command == "check":
-        ok = all(i["outcome"] == "passed" for i in report["items"])
+    if args.command == "check":      # a manual item is pending: a TA grades it, later
+        ok = all(i["outcome"] in ("passed", "pending") for i in report["items"])
         return EXIT_OK if ok else EXIT_FAILED
     return EXIT_OK
 
@@ -532,10 +633,10 @@ def _internal_error(exc: Exception, console: Console) -> int:
     return EXIT_INTERNAL
 
 
-_COMMANDS = {"batch": _batch, "similarity": _similarity, "gradescope": _gradescope,
-             "new": _new, "build": _build, "lint": _lint, "validate": _validate,
-             "release": _release, "demo": _demo, "calibrate": _calibrate, "grade": _graded,
-             "check": _graded}
+_COMMANDS = {"batch": _batch, "review": _review_cmd, "adjust": _adjust,
+             "similarity": _similarity, "gradescope": _gradescope, "new": _new,
+             "build": _build, "lint": _lint, "validate": _validate, "release": _release,
+             "demo": _demo, "calibrate": _calibrate, "grade": _graded, "check": _graded}
 
 
 def main(argv: list[str] | None = None) -> int:

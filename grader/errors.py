@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = [
     "GraderError", "RubricError", "SubmissionError", "MissingName", "KernelDied",
     "ExecutionTimeout", "ProtocolError", "StudentException", "SandboxUnavailable",
-    "CourseError", "KernelStartError",
+    "CourseError", "KernelStartError", "AdjustmentError",
 ]
 
 
@@ -34,6 +34,19 @@ class RubricError(GraderError, ValueError):
 
 class CourseError(GraderError, ValueError):
     """The course folder or a submission path is not what grader expects."""
+
+
+class AdjustmentError(CourseError):
+    """A TA's adjustment cannot be recorded (an unknown student or item, points out of
+    range, a bad row of an adjustments file): each problem names where it is (the file and
+    line, or the command line), the value and the fix. Nothing is recorded."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} adjustment problem(s); nothing was recorded:\n"
+                         f"{shown}{more}")
 
 
 class SandboxUnavailable(GraderError, RuntimeError):

@@ -25,6 +25,7 @@ from .checks import REGISTRY, CheckContext, Verdict
 from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
                      ProtocolError, SandboxUnavailable, StudentException)
 from .execute import CellRecord, ExecutionRecord, inject_parameters, load_notebook, run_notebook
+from .manual import pending
 from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
 from .report import ERROR_KINDS, SCHEMA_VERSION, item_problems, values
@@ -332,6 +333,7 @@ def grade(submission: str | Path, *, assignment: str | None = None,
             raise CourseError(f"{rubric.path}: no item {', '.join(sorted(unknown))}")
         items = tuple(i for i in items if i.id in only)
     nb = load_notebook(sub.notebook)
+    manual = {i.id: pending(i, nb) for i in items if i.manual}    # a TA grades these
     params = _parameters(rubric, sub, device)
     nb = inject_parameters(nb, params)
     injected = next(i for i, c in enumerate(nb.cells)
@@ -365,9 +367,10 @@ def grade(submission: str | Path, *, assignment: str | None = None,
     forked = bool(getattr(run.session, "forked", False))      # a stand-in session may lack it
     t_checks = time.perf_counter()
     try:
-        results = run.items(items, reference)
+        checked = iter(run.items([i for i in items if not i.manual], reference))
     finally:
         peak = run.close()
+    results = [_entry(i, manual[i.id], 0.0) if i.manual else next(checked) for i in items]
     record.kernel_died |= run.revivals > 0
     if not record.cells:        # the kernel never started: every code cell is unrun
         record.cells = [CellRecord(index=i) for i, c in enumerate(nb.cells)

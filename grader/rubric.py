@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ from .checks.params import problems
 from .errors import RubricError
 from .sandbox import Limits
 
-__all__ = ["Item", "Rubric", "load_rubric", "VISIBILITIES", "PARTIAL_RULES"]
+__all__ = ["Item", "Rubric", "load_rubric", "VISIBILITIES", "PARTIAL_RULES", "MANUAL"]
 
 VISIBILITIES = ("public", "hidden")
 PARTIAL_RULES = ("all_or_nothing", "proportional")
+MANUAL = "manual"        # the kind of an item a TA grades by hand (no check runs)
 _TOP_KEYS = {"assignment", "title", "notebook", "reference", "checkpoints", "parameters",
              "limits", "seed", "max_examples", "items", "description", "total_points"}
-_ITEM_KEYS = {"id", "title", "points", "visibility", "check", "params", "partial", "hint"}
+_ITEM_KEYS = {"id", "title", "points", "visibility", "check", "params", "partial", "hint",
+              "criteria", "answer"}
+_MANUAL_KEYS = {"criteria", "answer"}          # only on `check: manual` items
+_ANSWER_KEYS = ("tag", "heading")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,24 @@ class Item:
     params: dict[str, Any]
     partial: str = "all_or_nothing"
     hint: str = ""
+    criteria: str = ""               # manual items: what the TA grades on
+    answer: dict[str, str] = field(default_factory=dict)    # manual: {tag, heading}
+
+    @property
+    def manual(self) -> bool:
+        """Graded by a TA, not by a check: pending until a TA gives its points."""
+        return self.check == MANUAL
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what grades this item (points, check, params, partial rule, criteria,
+        where the answer is): a TA's adjustment of it holds while this is unchanged. The
+        title, hint and visibility are presentation and left out."""
+        graded = {"id": self.id, "points": self.points, "check": self.check,
+                  "params": self.params, "partial": self.partial, "criteria": self.criteria,
+                  "answer": self.answer}
+        text = json.dumps(graded, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -136,9 +159,17 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
         raise RubricError(path, f"visibility must be public or hidden, got {visibility!r}",
                           line=_line(node, "visibility"), key="visibility")
     kind = _require(path, node, "check", str, where)
+    if kind == MANUAL:
+        return _manual_item(path, node, where, item_id, points, visibility)
     if kind not in REGISTRY:
         raise RubricError(path, f"unknown check kind `{kind}`{where}", line=_line(node, "check"),
-                          key="check", hint=f"known kinds: {', '.join(sorted(REGISTRY))}")
+                          key="check", hint=f"known kinds: {', '.join(sorted(REGISTRY))}, "
+                                            f"and {MANUAL} (graded by a TA)")
+    stray = sorted(_MANUAL_KEYS & set(node))
+    if stray:
+        raise RubricError(path, f"`{stray[0]}` is only for manual items{where}",
+                          line=_line(node, stray[0]), key=stray[0],
+                          hint=f"set `check: {MANUAL}` (a TA grades it), or remove `{stray[0]}`")
     params = node.get("params", {}) or {}
     if not isinstance(params, dict):
         raise RubricError(path, "`params` must be a mapping", line=_line(node, "params"),
@@ -167,6 +198,36 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
     return Item(id=item_id, title=str(node.get("title", item_id)), points=float(points),
                 visibility=visibility, check=kind, params=_plain(params), partial=partial,
                 hint=str(node.get("hint", "")))
+
+
+def _manual_item(path: Path, node: dict[str, Any], where: str, item_id: str, points: float,
+                 visibility: str) -> Item:
+    """A ``check: manual`` item: ``criteria`` for the TA, ``answer`` locating the student's
+    cells (by ``tag`` and/or ``heading``); no ``params``, no ``partial`` (a TA gives any
+    points from 0 to ``points``)."""
+    for key in ("params", "partial"):
+        if key in node:
+            raise RubricError(path, f"a manual item takes no `{key}`{where}",
+                              line=_line(node, key), key=key,
+                              hint="a TA gives it any points from 0 to `points`; remove "
+                                   f"`{key}`")
+    criteria = _require(path, node, "criteria", str, where)
+    if not criteria.strip():
+        raise RubricError(path, f"`criteria` is empty{where}", line=_line(node, "criteria"),
+                          key="criteria", hint="say what earns the points: the TA grades on it")
+    answer = _require(path, node, "answer", dict, where)
+    unknown = sorted(set(answer) - set(_ANSWER_KEYS))
+    given = {k: answer[k] for k in _ANSWER_KEYS if k in answer}
+    if unknown or not given or not all(isinstance(v, str) and v.strip() for v in given.values()):
+        key = f"answer.{unknown[0]}" if unknown else "answer"
+        raise RubricError(path, f"`answer` must name the student's cells by `tag` and/or "
+                          f"`heading` (non-empty text), got {dict(answer)!r}{where}",
+                          line=_line(answer, unknown[0]) if unknown else _line(node, "answer"),
+                          key=key, hint="e.g. answer: {tag: explain-grad-b, heading: "
+                                        "\"Question 1\"}")
+    return Item(id=item_id, title=str(node.get("title", item_id)), points=float(points),
+                visibility=visibility, check=MANUAL, params={}, hint=str(node.get("hint", "")),
+                criteria=criteria.strip(), answer={k: v.strip() for k, v in given.items()})
 
 
 def _plain(value: Any) -> Any:

@@ -49,11 +49,15 @@ def assert_example_outcomes(report: dict, expected: dict[str, str], items: list[
     """A graded example fails exactly the items in ``expected`` and keeps every other point.
 
     ``expected`` maps each failing item id to words its message must contain; ``items`` is
-    the rubric's item order. No item may need review (a grader-internal error).
+    the rubric's item order. No item may need review (a grader-internal error). A manual
+    item is graded by a TA: it is pending, with no points yet.
     """
     outcomes = {i["id"]: i["outcome"] for i in report["items"]}
     assert list(outcomes) == items
-    failing = {k for k, v in outcomes.items() if v != "passed"}
+    for item in report["items"]:
+        if item["outcome"] == "pending":
+            assert item["check"] == "manual" and item["score"] == 0, item
+    failing = {k for k, v in outcomes.items() if v not in ("passed", "pending")}
     assert failing == set(expected), {i["id"]: i["message"] for i in report["items"]
                                       if i["id"] in failing ^ set(expected)}
     for item in report["items"]:
@@ -61,7 +65,7 @@ def assert_example_outcomes(report: dict, expected: dict[str, str], items: list[
             assert item["outcome"] == "failed", item
             assert expected[item["id"]] in item["message"], item["message"]
             assert item["score"] < item["max_score"]
-        else:
+        elif item["outcome"] != "pending":
             assert item["score"] == item["max_score"], item
     assert not any(i["needs_review"] for i in report["items"])
 

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 
 import nbformat
 import pytest
+import yaml
 
 from grader import cli
 from grader.batch import run_batch
@@ -31,15 +33,25 @@ EXAMPLES = REPO / "assignments" / "backprop" / "examples"
 ARTIFACTS = REPO / "test-artifacts"
 
 
+def automatic_only(text: str) -> str:
+    """A rubric without its manual items (graded by a TA: tests/test_review.py grades them),
+    so that a grade here is final as soon as the grader has graded it."""
+    head, *items = text.split("\n  - id: ")
+    text = "\n  - id: ".join([head, *(i for i in items if "\n    check: manual" not in i)])
+    points = sum(i["points"] for i in yaml.safe_load(text)["items"])
+    return re.sub(r"^total_points: \d+", f"total_points: {points:g}", text, flags=re.M)
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The backprop lab with short timeouts, so a hanging notebook costs seconds."""
+    """The backprop lab with short timeouts, so a hanging notebook costs seconds, and without
+    its manual item."""
     root = tmp_path_factory.mktemp("course")
     (root / "rubrics").mkdir()
     text = (REPO / "rubrics" / "backprop.yaml").read_text()
     text = text.replace("cell_timeout_s: 300", "cell_timeout_s: 10").replace(
         "total_timeout_s: 900", "total_timeout_s: 120")
-    (root / "rubrics" / "backprop.yaml").write_text(text)
+    (root / "rubrics" / "backprop.yaml").write_text(automatic_only(text))
     (root / "reference").symlink_to(REPO / "reference")
     return root
 

@@ -150,10 +150,11 @@ def test_example_runs_in_the_sandbox_quickly(graded: tuple[str, str, Report]) ->
 def test_the_template_scores_zero(lab: str) -> None:
     report = report_of(lab, "template", "template")
     assert report["score"] == 0.0
-    assert {i["outcome"] for i in report["items"]} <= {"failed", "error", "skipped"}
+    checked = [i for i in report["items"] if i["outcome"] != "pending"]   # a TA's: no verdict
+    assert {i["outcome"] for i in checked} <= {"failed", "error", "skipped"}
     if LABS[lab].stubs_fail_a_cell:
         training = [c for c in report["execution"]["cells"] if c["status"] == "error"]
         assert training and training[0]["error"]["ename"] == "NotImplementedError"
     else:                                  # nothing runs the stubs until the grader calls them
-        assert all("NotImplementedError" in i["message"] for i in report["items"]), \
-            [i["message"] for i in report["items"]]
+        assert all("NotImplementedError" in i["message"] for i in checked), \
+            [i["message"] for i in checked]

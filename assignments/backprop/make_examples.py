@@ -80,6 +80,14 @@ CORRECT: dict[str, str] = {
     def forward(self, x):
         return self.net(x)
 ''',
+    "explain": """`logits.backward(grad_logits)` starts backpropagation at the logits instead of at
+a scalar loss: autograd takes `grad_logits` as the upstream gradient dL/dlogits and applies the
+chain rule backwards through every layer that produced the logits (a vector-Jacobian product per
+layer), so each weight's `.grad` becomes dL/dW. That is exactly what `loss.backward()` would
+compute, because it would first produce the same dL/dlogits and then do the same thing. It must
+be the gradient of the mean loss, since that is the loss SGD minimises: with the sum, every
+gradient would be B times larger, as if the learning rate were multiplied by the batch size.
+""",
 }
 
 DIFFERENT: dict[str, str] = {
@@ -134,6 +142,12 @@ DIFFERENT: dict[str, str] = {
             h = self.dropout(F.gelu(layer(h)))
         return self.head(h)
 ''',
+    "explain": """Backprop is the chain rule: dL/dtheta = (dL/dlogits)(dlogits/dtheta). My function
+gives the first factor; `backward(grad_logits)` makes autograd multiply it by the Jacobian of
+the logits with respect to each parameter, layer by layer from the head to the first Linear, and
+store the results in `.grad` for the optimiser. Dividing by B keeps the step size independent of
+the batch size.
+""",
 }
 
 

@@ -4,7 +4,8 @@ Run from the repository root:  .venv/bin/python assignments/backprop/make_templa
 
 The notebook is a list of cells; the cells a student completes have a key (``config``,
 ``linear_forward``, ``linear_backward``, ``relu_backward``, ``softmax_cross_entropy``,
-``conv2d_forward``, ``mlp``). ``make_examples.py`` builds the example submissions from the
+``conv2d_forward``, ``mlp``, and the written answer ``explain``, a markdown cell tagged
+``answer-backward`` that a TA grades: the rubric's manual item ``explain_backward``). ``make_examples.py`` builds the example submissions from the
 same list, replacing only keyed cells (and, for one bug, the training hyper-parameters
 cell ``train_config``), so every example has the template's structure, parameters cell
 and metadata.
@@ -219,6 +220,24 @@ TRAIN = '''if TRAIN:
     print("saved mlp.pt")
 '''
 
+MD_EXPLAIN = r"""## 7. Written answer: why `logits.backward(grad_logits)` trains the whole network
+
+The training cell never calls `loss.backward()`: it feeds the gradient **your**
+`softmax_cross_entropy` returns to autograd with `logits.backward(grad_logits)`. Explain in three
+to five sentences why this trains every layer of the MLP, although you computed the gradient of
+the loss with respect to the logits only. What does autograd do with `grad_logits`, and why must
+it be the gradient of the *mean* loss?
+
+This answer is graded by a TA (2 points), not by the grader. Write it in the cell below, which
+carries the tag `answer-backward`; keep that cell (do not delete it or paste your answer in a
+new one).
+"""
+
+EXPLAIN = """*Write your answer here.*
+"""
+
+ANSWER_TAG = "answer-backward"
+
 SUBMIT = """## Before you submit
 
 - Restart the kernel and run all cells: the notebook must run top to bottom.
@@ -247,16 +266,21 @@ CELLS: list[tuple[str, str, str]] = [
     ("markdown", "md-train", MD_TRAIN),
     ("code", "train_config", TRAIN_CONFIG),
     ("code", "train", TRAIN),
+    ("markdown", "md-explain", MD_EXPLAIN),
+    ("markdown", "explain", EXPLAIN),
     ("markdown", "submit", SUBMIT),
 ]
 
 SOLUTION_KEYS = ("config", "linear_forward", "linear_backward", "relu_backward",
-                 "softmax_cross_entropy", "conv2d_forward", "mlp", "train_config")
+                 "softmax_cross_entropy", "conv2d_forward", "mlp", "train_config", "explain")
 
 
 def build_notebook(solution: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    """The template, with the keyed cells in ``solution`` replaced by its sources."""
-    return keyed_notebook(CELLS, METADATA, solution, SOLUTION_KEYS)
+    """The template, with the keyed cells in ``solution`` replaced by its sources; the
+    written answer's cell carries the tag the rubric's manual item finds it by."""
+    nb = keyed_notebook(CELLS, METADATA, solution, SOLUTION_KEYS)
+    next(c for c in nb.cells if c["id"] == "explain").metadata["tags"] = [ANSWER_TAG]
+    return nb
 
 
 def main() -> int:

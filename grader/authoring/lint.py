@@ -4,7 +4,7 @@ Every finding names the file, the line, what is wrong and the fix: the rubric do
 (unknown check kinds, unknown parameters, malformed YAML, points that do not add up to
 ``total_points``), an item names a function or class that the reference or the template does
 not define, a metric threshold has no calibration record, a checkpoint the rubric lists is
-not in ``reference/checkpoints/``.
+not in ``reference/checkpoints/``, a manual item's answer cell is not in the template.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def lint_rubric(course: Path, path: Path) -> list[Finding]:
     for item in rubric.items:
         out += _lint_item(path, rubric, item, lines.get(item.id, (None, None)), text,
                           ref_names, tpl_names)
+        if item.manual and template.is_file():
+            out += _lint_manual(path, item, lines.get(item.id, (None, None))[0], template)
     for name in rubric.checkpoints:
         if not (course / "reference" / "checkpoints" / name).is_file():
             out.append(Finding(path, _key_line(text, "checkpoints"), f"the checkpoint {name} "
@@ -144,6 +146,28 @@ def _lint_item(path: Path, rubric: Rubric, item: Any, span: tuple[int | None, in
                                f"{rubric.assignment} --write` (it writes the anchors and a "
                                "`# calibrated ...` line)"))
     return out
+
+
+def _lint_manual(path: Path, item: Any, line: int | None, template: Path) -> list[Finding]:
+    """A manual item's answer must have its place in the template: a cell with its tag (a
+    heading alone works, but a student who edits the heading loses it)."""
+    import nbformat
+
+    from ..manual import locate
+
+    nb = nbformat.read(template, as_version=4)
+    cells, found_by = locate(nb, item.answer)
+    where = " and ".join(f"{k} `{v}`" for k, v in item.answer.items())
+    if not cells:
+        return [Finding(path, line, f"manual item `{item.id}` looks for its answer by {where}, "
+                        "which the template does not have: students cannot know where to "
+                        "answer", "add the answer cell (with that tag) under that heading "
+                        "to the template")]
+    if item.answer.get("tag") and found_by != "tag":
+        return [Finding(path, line, f"manual item `{item.id}`: no template cell is tagged "
+                        f"`{item.answer['tag']}` (the answer is found by its heading)",
+                        "tag the template's answer cell, or drop `tag`", "warning")]
+    return []
 
 
 def lint(course: Path, labs: list[str] | None = None) -> dict[Path, list[Finding]]:

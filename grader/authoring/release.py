@@ -35,7 +35,7 @@ import nbformat
 import yaml
 
 from ..errors import CourseError
-from ..rubric import Item, Rubric, load_rubric
+from ..rubric import MANUAL, Item, Rubric, load_rubric
 from .expected import load_expectations
 from .markers import has_marker, notebook_code, solution_regions
 from .scaffold import solution_path
@@ -49,6 +49,8 @@ _COURSE_DIRS = {"reference", "assignments", "rubrics"}
 _MIN_STATEMENT = 24          # shorter statements (`return x`, `h = self.fc(x)`) are not evidence
 _MIN_SOLUTION_LINE = 16
 _TRIVIAL = re.compile(r"^self\.(\w+) = \1$|^super\(\)\.__init__\(\)$")  # in any answer
+# A public manual item's criteria may be a marking key: the kit says who grades it instead.
+_KIT_CRITERIA = "graded by a TA when your submission is graded"
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,9 @@ def _public_rubric(rubric: Rubric, keep: set[str] | None = None) -> str:
     doc = yaml.safe_load(rubric.path.read_text())
     doc["items"] = [i for i in doc["items"] if i.get("visibility", "public") == "public"
                     and (keep is None or i["id"] in keep)]
+    for item in doc["items"]:
+        if item.get("check") == MANUAL:
+            item["criteria"] = _KIT_CRITERIA
     if not doc["items"]:
         raise CourseError(f"{rubric.path}: no public item; a kit needs at least one so that "
                           "`grader check` has something to check")
@@ -316,7 +321,8 @@ def _public_rubric(rubric: Rubric, keep: set[str] | None = None) -> str:
 def _readme(rubric: Rubric, keep: set[str], wheel: str) -> str:
     public = [i for i in rubric.items if i.visibility == "public"]
     rows = "\n".join(f"| `{i.id}` | {i.points:g} | {i.title}"
-                     + (" |" if i.id in keep else " (checked when graded) |") for i in public)
+                     + (" (graded by a TA) |" if i.manual else " |" if i.id in keep
+                        else " (checked when graded) |") for i in public)
     files = ", ".join(f"`{c}`" for c in rubric.checkpoints) or "none"
     return (f"# {rubric.title}: student kit\n\n"
             f"Complete `{rubric.notebook}` and hand it in with these checkpoints: {files}.\n\n"
@@ -332,7 +338,9 @@ def _readme(rubric: Rubric, keep: set[str], wheel: str) -> str:
             f"your notebook runs in a sandbox (bubblewrap); where that cannot run (macOS, "
             f"Windows, some containers) it runs as a plain local kernel, and `grader check` "
             f"says so in one line: fine for checking your own code. Items marked \"checked when "
-            f"graded\" and the hidden items are checked when your submission is graded.\n\n"
+            f"graded\" and the hidden items are checked when your submission is graded. Items "
+            f"marked \"graded by a TA\" are read by a TA; `grader check` shows them as pending "
+            f"and says in which cell it found your answer.\n\n"
             f"| item | points | property |\n|---|---|---|\n{rows}\n")
 
 
@@ -353,7 +361,7 @@ def _record(course: Path, rubric: Rubric, staging: Path, sandbox: bool) -> set[s
         recorder = Recorder(load_reference(course, rubric))
         first = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
                       sandbox=sandbox, reference=recorder)
-        bad = [i["id"] for i in first["items"] if i["outcome"] != "passed"]
+        bad = [i["id"] for i in first["items"] if i["outcome"] not in ("passed", "pending")]
         if bad:
             raise CourseError(f"the reference fails its own public items {', '.join(bad)}; "
                               f"run `grader validate {rubric.assignment}` and fix the rubric")
@@ -361,7 +369,9 @@ def _record(course: Path, rubric: Rubric, staging: Path, sandbox: bool) -> set[s
         recorder.save(oracle, rubric.assignment)
         replay = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
                        sandbox=sandbox, reference=RecordedReference(oracle))
-    return {i["id"] for i in replay["items"] if i["outcome"] == "passed"}
+    # a manual item is pending in the kit as in the course: `grader check` shows where the
+    # student's answer was found, and that a TA grades it
+    return {i["id"] for i in replay["items"] if i["outcome"] in ("passed", "pending")}
 
 
 def release(course: Path, lab: str, out: Path, *, record: bool = True,

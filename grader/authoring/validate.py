@@ -4,6 +4,8 @@ The reference run as a submission must get every point; the blank template none 
 the items ``expected.yaml`` lets it pass); every variant (a correct-but-different solution
 in ``variants/``) every point too; every example and every mutant must lose points on
 exactly the items it is declared to break, with the declared words in the message.
+Manual items (``check: manual``) are graded by a TA, not by the grader: they are left out of
+the comparison and shown as ``manual`` in the matrix.
 The result is a matrix of submissions by items and a mutation score.
 """
 
@@ -53,6 +55,7 @@ class Validation:
     items: list[str]
     max_points: dict[str, float]
     rows: list[Row]
+    manual: frozenset[str] = frozenset()     # items a TA grades: not compared
 
     @property
     def ok(self) -> bool:
@@ -69,8 +72,8 @@ class Validation:
     def mutation_score(self) -> tuple[int, int]:
         """(mutants killed, mutants): killed = loses points on at least one item."""
         mutants = [r for r in self.rows if r.kind == "mutant"]
-        return sum(any(s < self.max_points[i] for i, s in r.scores.items())
-                   for r in mutants), len(mutants)
+        return sum(any(s < self.max_points[i] for i, s in r.scores.items()
+                       if i not in self.manual) for r in mutants), len(mutants)
 
     def markdown(self) -> str:
         """The matrix as a Markdown table: pass, fail (expected) or !fail/!pass (not)."""
@@ -87,6 +90,8 @@ class Validation:
 
 def _cell(row: Row, item: str) -> str:
     outcome = row.outcomes.get(item, "-")
+    if outcome == "pending":
+        return "manual"
     expected_fail = item in row.expect_fail or (row.kind == "template"
                                                 and item not in row.may_pass)
     if outcome == "passed":
@@ -99,7 +104,7 @@ def _judge(row: Row, rubric: Rubric, reviews: dict[str, bool]) -> None:
         if review:
             row.problems.append(f"{item_id}: needs review (a grader-side problem): "
                                 f"{row.messages.get(item_id, '')[:200]}")
-    for item in rubric.items:
+    for item in (i for i in rubric.items if not i.manual):
         outcome, message = row.outcomes.get(item.id), row.messages.get(item.id, "")
         full = row.scores.get(item.id, 0.0) >= item.points - 1e-9
         if row.kind == "template":
@@ -204,4 +209,4 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
                 note(f"{row.kind} {row.name}: {row.score:g}/{report['max_score']:g}"
                      + ("" if row.ok else f" — {len(row.problems)} problem(s)"))
     return Validation(lab, [i.id for i in rubric.items], {i.id: i.points for i in rubric.items},
-                      [row for row, _ in rows])
+                      [row for row, _ in rows], frozenset(i.id for i in rubric.items if i.manual))

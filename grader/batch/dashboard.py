@@ -4,7 +4,10 @@ A score histogram and per-item pass rates drawn as SVG images (data URIs), the i
 class gets wrong most often first, the slowest submissions and the lowest final scores,
 each linking to the student's report. Students whose grade is not final (could not be
 graded, or an item needs review) come first, in a list of their own, and are left out of
-the statistics: a grader-side problem never shows as a low score. When ``grader similarity``
+the statistics: a grader-side problem never shows as a low score. The TA's week follows
+(``_ta_sections``): the manual items still to grade, the items a TA adjusted (automatic and
+adjusted points, the comment, who and when) and the adjustments the last export dropped.
+Scores are the adjusted ones throughout. When ``grader similarity``
 has written ``similarity.json`` into the batch folder, the pairs above its threshold are
 listed with links to their shared code side by side (``similarity.html``).
 """
@@ -20,9 +23,10 @@ from typing import Any
 
 import jinja2
 
+from ..manual import where_found
 from ..rubric import Rubric
 from .exports import atomic_text
-from .gradebook import Gradebook, Row
+from .gradebook import Row
 
 __all__ = ["write_dashboard", "refresh_dashboard", "histogram_svg", "bars_svg", "STYLE"]
 
@@ -54,6 +58,7 @@ img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
   <div class="card">needs review<b class="{{ 'bad' if review else '' }}">{{ review|length }}</b>
   </div>
   <div class="card">skipped entries<b>{{ summary.skipped|length }}</b></div>
+  {{ ta_cards|safe }}
 </div>
 {% if review %}<h2 id="needs-review">Needs review: grades that are not final</h2>
 <p class="muted">A problem on the grader's side (not a verdict on the work): these students'
@@ -65,7 +70,10 @@ report, regrade or grade the items by hand. They are left out of the statistics 
 {{ r.name }}</td>
 <td class="num">{{ r.score_text }}</td><td>{{ r.items }}</td><td>{{ r.why }}</td></tr>
 {% endfor %}</table>{% endif %}
+{{ ta_sections|safe }}
 <h2>Scores</h2>
+{% if pending_students %}<p class="muted">{{ pending_students }} student(s) have manual items
+pending: those count 0 here until a TA grades them.</p>{% endif %}
 <img class="plot" alt="histogram of the class's scores" src="{{ hist }}">
 <h2>Which properties the class gets wrong</h2>
 <img class="plot" alt="pass rate of each rubric item" src="{{ bars }}">
@@ -107,6 +115,65 @@ again after grading new submissions.</p>
 graded in {{ summary.seconds }} s</p>
 </body></html>
 """, autoescape=True)
+
+
+_TA_CARDS = jinja2.Template("""
+  <div class="card">manual items pending<b class="{{ 'bad' if pending else '' }}">{{
+    pending|length }}</b></div>
+  <div class="card">adjusted items<b>{{ adjusted|length }}</b></div>""", autoescape=True)
+
+_TA_SECTIONS = jinja2.Template("""
+{% if pending %}<h2 id="pending">Manual items to grade</h2>
+<p class="muted">Graded by a TA, not by the grader: these grades are blank in brightspace.csv and
+canvas.csv until then. Each report shows the criteria and the student's answer; give the points
+with <code>grader adjust OUT STUDENT ITEM --points P --comment TEXT</code> (or
+<code>--file</code>).</p>
+<table><tr><th>student</th><th>item</th><th>points</th><th>answer</th></tr>
+{% for p in pending %}<tr class="pending"><td>{% if p.report %}<a href="{{ p.link }}">{{
+p.student }}</a>{% else %}{{ p.student }}{% endif %} {{ p.name }}</td><td>{{ p.item }}</td>
+<td class="num">{{ p.points }}</td><td>{{ p.found }}</td></tr>{% endfor %}</table>{% endif %}
+{% if adjusted %}<h2 id="adjusted">Adjusted items</h2>
+<p class="muted">A TA's points replace the grader's in every export while the rubric item is
+unchanged.</p>
+<table><tr><th>student</th><th>item</th><th>automatic</th><th>adjusted</th><th>comment</th>
+<th>by</th><th>when</th></tr>
+{% for a in adjusted %}<tr class="adjusted"><td>{% if a.report %}<a href="{{ a.link }}">{{
+a.student }}</a>{% else %}{{ a.student }}{% endif %}</td><td>{{ a.item }}</td>
+<td class="num">{{ a.automatic }}</td><td class="num">{{ a.score }} / {{ a.max_score }}</td>
+<td>{{ a.comment }}</td><td>{{ a.by }}</td><td>{{ a.at }}</td></tr>{% endfor %}</table>
+{% endif %}
+{% if dropped %}<h2 id="dropped">Adjustments dropped: grade these again</h2>
+<table><tr><th>student</th><th>item</th><th>points</th><th>comment</th><th>by</th><th>why</th></tr>
+{% for d in dropped %}<tr class="dropped"><td>{{ d.student }}</td><td>{{ d.item }}</td>
+<td class="num">{{ d.points }}</td><td>{{ d.comment }}</td><td>{{ d.by }}</td>
+<td>{{ d.why }}</td></tr>{% endfor %}</table>{% endif %}
+""", autoescape=True)
+
+
+def _ta_views(rows: list[Row]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manual items still to grade, and the adjusted items, one line each."""
+    pending = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
+                "item": i["id"], "points": f"{i['max_score']:g}",
+                "found": where_found(str(i.get("message", "")))[:200]}
+               for r in rows for i in r.pending]
+    adjusted = [{"student": r.student, "report": r.report, "link": _link(r), "item": i["id"],
+                 "automatic": f"{i['adjustment']['automatic_score']:g}",
+                 "score": f"{i['score']:g}", "max_score": f"{i['max_score']:g}",
+                 "comment": i["adjustment"]["comment"], "by": i["adjustment"]["by"],
+                 "at": i["adjustment"]["at"]}
+                for r in rows for i in r.items if "adjustment" in i]
+    return pending, adjusted
+
+
+def _ta_sections(rows: list[Row], summary: dict[str, Any]) -> dict[str, str]:
+    """The dashboard's TA blocks (cards and sections), rendered apart from the page."""
+    pending, adjusted = _ta_views(rows)
+    dropped = summary.get("adjustments_dropped", [])
+    return {"ta_cards": _TA_CARDS.render(pending=pending, adjusted=adjusted),
+            "ta_sections": _TA_SECTIONS.render(pending=pending, adjusted=adjusted,
+                                               dropped=dropped),
+            "pending_students": str(sum(bool(r.pending) for r in rows if not r.needs_review)
+                                    or "")}
 
 
 def _data_uri(svg: str) -> str:
@@ -187,13 +254,21 @@ def _review_view(row: Row) -> dict[str, Any]:
             "why": why if graded else row.message}
 
 
+def _passed(item: dict[str, Any]) -> bool:
+    """Passed: as the grader found, or with full points from a TA."""
+    if "adjustment" in item:
+        return bool(item["score"] >= item["max_score"])
+    return bool(item["outcome"] == "passed")
+
+
 def _item_rates(rubric: Rubric, final: list[Row]) -> list[dict[str, Any]]:
-    """Each item's pass rate over the students with a verdict on it (review items left out)."""
+    """Each item's pass rate over the students with a verdict on it (items under review and
+    manual items not yet graded left out)."""
     items = []
     for item in rubric.items:
-        outcomes = [i for r in final for i in r.items
-                    if i["id"] == item.id and not i.get("needs_review")]
-        passed = sum(i["outcome"] == "passed" for i in outcomes)
+        outcomes = [i for r in final for i in r.items if i["id"] == item.id
+                    and i not in r.review and i not in r.pending]
+        passed = sum(_passed(i) for i in outcomes)
         items.append({"id": item.id, "title": item.title, "visibility": item.visibility,
                       "points": f"{item.points:g}", "passed": passed, "total": len(outcomes),
                       "rate": passed / len(outcomes) if outcomes else 0.0})
@@ -210,7 +285,7 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
     items = _item_rates(rubric, graded)
     worst = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
               "score_text": f"{r.score:.4g}",
-              "what": ", ".join(i["id"] for i in r.items if i["outcome"] != "passed") or "-"}
+              "what": ", ".join(i["id"] for i in r.items if not _passed(i)) or "-"}
              for r in sorted(final, key=lambda r: r.score)[:15] if r.score < rubric.max_score]
     slowest = sorted((r for r in graded if r.duration_s is not None),
                      key=lambda r: -(r.duration_s or 0))[:10]
@@ -226,24 +301,24 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
         errors=sum(r.status == "error" for r in rows), review=review,
         hist=_data_uri(histogram_svg(scores, rubric.max_score)),
         bars=_data_uri(bars_svg([i["id"] for i in items], [i["rate"] for i in items])),
-        items=items, worst=worst, slowest=slowest, similar=similarity_view(path.parent))
+        items=items, worst=worst, slowest=slowest, similar=similarity_view(path.parent),
+        **_ta_sections(rows, summary))
     atomic_text(path, page)
 
 
 def refresh_dashboard(folder: Path, rubric: Rubric) -> bool:
-    """Write ``folder/dashboard.html`` of a ``grader batch`` folder again, from its gradebook
-    and ``batch.json`` (after ``grader similarity`` wrote into it). False, and nothing
-    written, when the folder is a batch of another lab."""
+    """Write the exports of a ``grader batch`` folder again, dashboard included, from its
+    gradebook and ``batch.json`` (after ``grader similarity`` wrote into it): the same path
+    as ``grader adjust``. False, and nothing written, when the folder is a batch of another
+    lab or of another version of the rubric."""
+    from .exports import export_again
+
     try:
         summary = json.loads((folder / "batch.json").read_text())
     except (OSError, ValueError):
         return False
-    if summary.get("assignment") != rubric.assignment:
+    if (summary.get("assignment") != rubric.assignment
+            or summary.get("rubric_sha256", rubric.sha256) != rubric.sha256):
         return False
-    book = Gradebook(folder / "gradebook.sqlite")
-    try:
-        rows = book.latest(rubric.assignment, summary.get("rubric_sha256", rubric.sha256))
-    finally:
-        book.close()
-    write_dashboard(rows, rubric, folder / "dashboard.html", summary)
+    export_again(folder, rubric, summary)
     return True

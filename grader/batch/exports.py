@@ -4,14 +4,18 @@
   item's ``<title> Points Grade`` and the ``End-of-Line Indicator`` column.
 - ``canvas.csv``: Canvas gradebook import — ``Student, ID, SIS User ID, SIS Login ID,
   Section, <title>``, with the ``Points Possible`` row.
-  In both, a student whose grade is not final (could not be graded, or an item needs review)
-  has a blank grade, never a 0 (the import records no grade from it); ``needs-review.csv``
-  lists them, with why (docs/batch.md, "Needs review").
+  In both, a student whose grade is not final (could not be graded, an item needs review, or
+  a manual item is pending) has a blank grade, never a 0 (the import records no grade from
+  it); ``needs-review.csv`` lists them, with why (docs/batch.md, "Needs review").
 - ``students/<id>/results.json``: Gradescope's autograder format (``score``, ``tests``
   with ``visibility``: public items ``visible``, hidden ones ``after_published``; an item
-  under review has no score and says so).
+  under review or pending has no score and says so).
 - ``reports.zip``: every student's report.json and report.html.
-- ``batch.json``: the run (layout, counts, what was skipped and why, errors).
+- ``batch.json``: the run (layout, counts, what was skipped and why, errors, pending and
+  adjusted items, the adjustments this export dropped).
+
+Every export is written with the TA's adjustments (``adjust.py``) in place of the grader's
+points, the reports included.
 - ``dashboard.html``: the class view (``dashboard.py``).
 """
 
@@ -21,19 +25,23 @@ import csv
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from ..rubric import Rubric
-from .gradebook import Gradebook, Row
+from .adjust import Active, apply_report, apply_row, sync
+from .gradebook import Adjustment, Gradebook, Row
 
-__all__ = ["write_exports", "gradescope_results"]
+__all__ = ["write_exports", "gradescope_results", "write_report_atomically"]
 
 
 _REVIEW_NOTE = ("NEEDS REVIEW: the grader could not grade this item (a problem on the grader's "
                 "side, not a verdict on your work); a TA will review it, and the score is not "
                 "final until then.")
+_PENDING_NOTE = ("GRADED BY A TA: this item is not graded automatically; a TA grades it, and the "
+                 "score is not final until then.")
 
 
 def _gradescope_test(item: dict[str, Any]) -> dict[str, Any]:
@@ -45,28 +53,46 @@ def _gradescope_test(item: dict[str, Any]) -> dict[str, Any]:
         text += f"\nfailing input: {shown[:2000]}"
     if item.get("hint") and item["outcome"] != "passed":
         text += f"\nhint: {item['hint']}"
-    review = bool(item.get("needs_review"))
+    adjustment = item.get("adjustment")
+    review = bool(item.get("needs_review")) and adjustment is None
+    passed = item["outcome"] == "passed" if adjustment is None else (
+        item["score"] >= item["max_score"])
     test = {"name": f"{item['id']}: {item['title']}", "score": item["score"],
             "max_score": item["max_score"], "output": text,
-            "status": "passed" if item["outcome"] == "passed" else "failed",
+            "status": "passed" if passed else "failed",
             "visibility": "visible" if item["visibility"] == "public" else "after_published",
             "extra_data": {"outcome": item["outcome"], "needs_review": review,
                            "error_kind": item.get("error_kind")}}
-    if review:
-        del test["score"]
-        test["name"] = f"[NEEDS REVIEW] {test['name']}"
-        test["output"] = f"{_REVIEW_NOTE}\n{text}"
+    if adjustment is not None:
+        test["output"] += (f"\nadjusted by a TA ({adjustment['by']}, {adjustment['at']}): "
+                           f"{adjustment['automatic_score']:g} -> {item['score']:g} points. "
+                           f"{adjustment['comment']}")
+        test["extra_data"]["adjustment"] = adjustment
+    for flag, prefix, note in ((review, "NEEDS REVIEW", _REVIEW_NOTE),
+                               (_pending(item), "GRADED BY A TA", _PENDING_NOTE)):
+        if flag:
+            del test["score"]
+            test["name"] = f"[{prefix}] {test['name']}"
+            test["output"] = f"{note}\n{text}"
     return test
+
+
+def _pending(item: dict[str, Any]) -> bool:
+    """A manual item no TA has graded yet."""
+    return item["outcome"] == "pending" and "adjustment" not in item
 
 
 def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
     """A grader report in Gradescope's ``results.json`` format.
 
-    Items under review carry no score and are named in the top-level ``output`` and
-    ``extra_data.needs_review``: the total shown is provisional until a TA has looked.
+    Items under review and manual items no TA has graded carry no score and are named in
+    the top-level ``output`` and ``extra_data`` (``needs_review``, ``pending``): the total
+    shown is provisional until a TA has looked. A TA's adjustment gives its item's score.
     """
     tests = [_gradescope_test(item) for item in report["items"]]
-    review = [item["id"] for item in report["items"] if item.get("needs_review")]
+    review = [item["id"] for item in report["items"]
+              if item.get("needs_review") and "adjustment" not in item]
+    pending = [item["id"] for item in report["items"] if _pending(item)]
     failed = [c for c in report["execution"]["cells"] if c["status"] != "ok"]
     output = (f"{report['title']}: graded in a sandbox by grader "
               f"{report['versions']['grader']}.")
@@ -76,10 +102,16 @@ def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
         output = (f"NEEDS REVIEW: {len(review)} item(s) could not be graded because of a "
                   f"problem on the grader's side ({', '.join(review)}); the score is "
                   f"provisional until a TA has reviewed them. " + output)
+    if pending:
+        output = (f"GRADED BY A TA: {len(pending)} item(s) are graded by a TA "
+                  f"({', '.join(pending)}); the score is provisional until then. " + output)
+    extra: dict[str, Any] = {"needs_review": review}
+    if pending:
+        extra["pending"] = pending
     return {"score": report["score"], "output": output, "tests": tests,
             "visibility": "visible", "stdout_visibility": "hidden",
             "execution_time": round(report["timings"]["total_s"]),
-            "extra_data": {"needs_review": review}}
+            "extra_data": extra}
 
 
 def atomic_text(path: Path, text: str) -> None:
@@ -98,31 +130,92 @@ def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _score(row: Row) -> str:
-    """The grade to import: blank for a row that is not final (could not be graded, or an
-    item needs review), so that the LMS import records no number the grader did not earn."""
-    return "" if row.needs_review else f"{row.score:.4g}"
+    """The grade to import: blank for a row that is not final (could not be graded, an item
+    needs review, or a manual item is pending), so that the LMS import records no number
+    that is not the grade."""
+    return f"{row.score:.4g}" if row.final else ""
+
+
+def _why(row: Row) -> str:
+    if row.status == "error":
+        return row.message
+    return "; ".join([f"{i['id']} ({i.get('error_kind') or 'error'}): {i.get('message', '')}"
+                      for i in row.review] +
+                     [f"{i['id']} (pending): a manual item, graded by a TA" for i in row.pending])
 
 
 def _review_rows(rows: list[Row]) -> list[list[Any]]:
     """needs-review.csv: who, what the grade would be so far, which items and why."""
     out = []
     for r in rows:
-        if not r.needs_review:
+        if r.final:
             continue
-        why = r.message if r.status == "error" else "; ".join(
-            f"{i['id']} ({i.get('error_kind') or 'error'}): {i.get('message', '')}"
-            for i in r.review)
         provisional = "" if r.status == "error" else f"{r.score:.4g}"
         out.append([r.student, r.name, r.status, provisional, f"{r.max_score:g}",
-                    " ".join(i["id"] for i in r.review), why, r.report or ""])
+                    " ".join(i["id"] for i in r.review + r.pending), _why(r), r.report or ""])
     return out
 
 
+def write_report_atomically(report: dict[str, Any], folder: Path) -> Path:
+    """report.json and report.html into ``folder``, each replaced in one rename."""
+    from ..report import write_reports
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    json_path, html_path = write_reports(report, staging)
+    for path in (html_path, json_path):
+        os.replace(path, folder / path.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder / json_path.name
+
+
+def _reports(rows: list[Row], active: Active, out: Path) -> None:
+    """Each student's report with the TA's adjustments (rewritten where they changed), its
+    Gradescope results.json, and reports.zip of them all."""
+    tmp = out / ".reports.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for r in rows:
+            if not r.report:
+                continue
+            folder = (out / r.report).parent
+            report = json.loads((out / r.report).read_text())
+            adjusted = apply_report(report, active.get(r.student, {}))
+            if adjusted != report:
+                write_report_atomically(adjusted, folder)
+            for name in ("report.json", "report.html"):
+                if (folder / name).is_file():
+                    zf.write(folder / name, f"{folder.name}/{name}")
+            atomic_text(folder / "results.json",
+                        json.dumps(gradescope_results(adjusted), indent=1))
+    os.replace(tmp, out / "reports.zip")
+
+
+def _ta_summary(rows: list[Row], dropped: list[Adjustment]) -> dict[str, Any]:
+    """batch.json's view of the TA's work: pending manual items, adjusted items, and the
+    adjustments this export dropped (their rubric item changed)."""
+    return {
+        "final": sum(r.final for r in rows),
+        "pending": [{"student": r.student, "items": [i["id"] for i in r.pending],
+                     "report": r.report} for r in rows if r.pending],
+        "adjusted": [{"student": r.student, "item": i["id"], "score": i["score"],
+                      **i["adjustment"], "report": r.report}
+                     for r in rows for i in r.items if "adjustment" in i],
+        "adjustments_dropped": [{"student": a.student, "item": a.item, "points": a.points,
+                                 "comment": a.comment, "by": a.by, "at": a.at,
+                                 "why": a.ended_why} for a in dropped]}
+
+
 def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
-                  names: dict[str, str]) -> None:
+                  names: dict[str, str], *, roster_missing: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Every export of OUT from the gradebook, the TA's adjustments applied (those whose
+    rubric item changed are dropped first); returns batch.json's summary."""
     from .dashboard import write_dashboard
 
-    rows = book.latest(rubric.assignment, rubric.sha256)
+    active, dropped = sync(book, rubric)
+    rows = [apply_row(r, active.get(r.student, {}))
+            for r in book.latest(rubric.assignment, rubric.sha256)]
     title = rubric.title
     _csv(out / "brightspace.csv", ["OrgDefinedId", f"{title} Points Grade",
                                    "End-of-Line Indicator"],
@@ -132,20 +225,11 @@ def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
          [[r.name or names.get(r.student, ""), r.student, "", "", "", _score(r)] for r in rows])
     _csv(out / "needs-review.csv", ["student", "name", "status", "provisional_score",
                                     "max_score", "items", "why", "report"], _review_rows(rows))
-    tmp = out / ".reports.zip.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for r in rows:
-            if r.report:
-                folder = (out / r.report).parent
-                for name in ("report.json", "report.html"):
-                    if (folder / name).is_file():
-                        zf.write(folder / name, f"{folder.name}/{name}")
-                report = json.loads((out / r.report).read_text())
-                atomic_text(folder / "results.json",
-                             json.dumps(gradescope_results(report), indent=1))
-    os.replace(tmp, out / "reports.zip")
-    missing = sorted(set(names) - {r.student for r in rows})
+    _reports(rows, active, out)
+    missing = (sorted(set(names) - {r.student for r in rows}) if roster_missing is None
+               else roster_missing)
     summary = {"assignment": rubric.assignment, "rubric_sha256": rubric.sha256,
+               "course": str(rubric.path.resolve().parent.parent),
                "layout": result.layout, "students": len(rows), "graded_now": result.graded,
                "errors_now": result.errors, "already_graded": result.already,
                "superseded_attempts": result.superseded, "seconds": result.seconds,
@@ -154,6 +238,35 @@ def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
                           if r.status == "error"],
                "needs_review": [{"student": r.student, "status": r.status,
                                  "items": [i["id"] for i in r.review], "report": r.report}
-                                for r in rows if r.needs_review]}
+                                for r in rows if r.needs_review],
+               **_ta_summary(rows, dropped)}
     atomic_text(out / "batch.json", json.dumps(summary, indent=1))
     write_dashboard(rows, rubric, out / "dashboard.html", summary)
+    return summary
+
+
+class _Run:
+    """The last batch run's counts, as ``write_exports`` reads them from a BatchResult."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.layout = summary.get("layout", "")
+        self.graded = summary.get("graded_now", 0)
+        self.errors = summary.get("errors_now", 0)
+        self.already = summary.get("already_graded", 0)
+        self.superseded = summary.get("superseded_attempts", 0)
+        self.seconds = summary.get("seconds", 0.0)
+        self.skipped = summary.get("skipped", [])
+
+
+def export_again(out: Path, rubric: Rubric, summary: dict[str, Any],
+                 book: Gradebook | None = None) -> dict[str, Any]:
+    """Every export of a batch folder written again from its gradebook, with the counts of
+    its last run (``batch.json``): after a TA's adjustment or a similarity run."""
+    own = book is None
+    book = book or Gradebook(out / "gradebook.sqlite")
+    try:
+        return write_exports(book, rubric, out, _Run(summary), {},
+                             roster_missing=summary.get("roster_without_submission", []))
+    finally:
+        if own:
+            book.close()

@@ -3,10 +3,16 @@
 A row is written in one transaction after the student's report files are in place
 (written atomically), so a grader killed at any moment leaves either a complete row or
 none: the rerun grades what has no row, and the primary key forbids duplicates.
+
+A row is what the grader found; a TA's grade of an item is an *adjustment* (table
+``adjustments``), laid over the rows when the exports are written. Adjustments are never
+deleted: a new one supersedes the old, and one whose rubric item changed is dropped, each
+marked with when and why (the audit trail).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import sqlite3
@@ -14,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Gradebook", "Row"]
+__all__ = ["Adjustment", "Gradebook", "Row", "now"]
+
+
+def now() -> str:
+    """The time stamp of the gradebook: ISO 8601, UTC, to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -37,7 +48,23 @@ CREATE TABLE IF NOT EXISTS results (
     graded_at      TEXT NOT NULL,
     PRIMARY KEY (student, assignment, content_sha256, rubric_sha256)
 );
+CREATE TABLE IF NOT EXISTS adjustments (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    student        TEXT NOT NULL,
+    assignment     TEXT NOT NULL,
+    item           TEXT NOT NULL,
+    points         REAL NOT NULL,          -- the item's points as the TA set them
+    comment        TEXT NOT NULL,
+    made_by        TEXT NOT NULL,          -- who: $USER or --by
+    made_at        TEXT NOT NULL,          -- when: ISO 8601, UTC
+    item_sha256    TEXT NOT NULL,          -- the rubric item's fingerprint (Item.fingerprint)
+    content_sha256 TEXT NOT NULL,          -- the submission the TA looked at
+    status         TEXT NOT NULL DEFAULT 'active',   -- active | superseded | dropped
+    ended_at       TEXT,
+    ended_why      TEXT NOT NULL DEFAULT ''
+);
 """
+
 
 
 @dataclass(frozen=True)
@@ -61,14 +88,45 @@ class Row:
 
     @property
     def review(self) -> list[dict[str, Any]]:
-        """The items a TA must look at before this grade is final (a grader-side problem)."""
-        return [i for i in self.items if i.get("needs_review")]
+        """The items a TA must look at before this grade is final (a grader-side problem),
+        unless a TA has already given their points (an adjustment)."""
+        return [i for i in self.items if i.get("needs_review") and "adjustment" not in i]
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The manual items no TA has graded yet."""
+        return [i for i in self.items if i["outcome"] == "pending" and "adjustment" not in i]
 
     @property
     def needs_review(self) -> bool:
-        """Not a final grade: the submission could not be graded at all (``status`` error),
-        or some item of it needs review. Exports leave its grade blank, never a 0."""
+        """Not a final grade for a grader-side reason: the submission could not be graded at
+        all (``status`` error), or some item of it needs review."""
         return self.status == "error" or bool(self.review)
+
+    @property
+    def final(self) -> bool:
+        """A final grade: nothing needs review and no manual item is pending. Exports leave
+        any other grade blank, never a 0 nor a provisional total."""
+        return not self.needs_review and not self.pending
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A TA's points for one item of one student (a row of ``adjustments``)."""
+
+    id: int | None
+    student: str
+    assignment: str
+    item: str
+    points: float
+    comment: str
+    by: str
+    at: str
+    item_sha256: str
+    content_sha256: str
+    status: str = "active"
+    ended_at: str | None = None
+    ended_why: str = ""
 
 
 class Gradebook:
@@ -95,8 +153,7 @@ class Gradebook:
         return status != "error" and not any(i.get("needs_review") for i in json.loads(items))
 
     def record(self, row: Row) -> None:
-        stamp = row.graded_at or _dt.datetime.now(_dt.timezone.utc).isoformat(
-            timespec="seconds")
+        stamp = row.graded_at or now()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
@@ -129,6 +186,45 @@ class Gradebook:
                                                                         old.graded_at):
                 best[row.student] = row
         return [best[k] for k in sorted(best)]
+
+    def adjust(self, adjustments: list[Adjustment]) -> list[Adjustment]:
+        """Record ``adjustments`` in one transaction (all or none); each supersedes the active
+        adjustment of its student and item. Returns them with their ids."""
+        out = []
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for a in adjustments:
+                cur = self.db.execute(
+                    "INSERT INTO adjustments (student, assignment, item, points, comment, "
+                    "made_by, made_at, item_sha256, content_sha256) VALUES (?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?)",
+                    (a.student, a.assignment, a.item, a.points, a.comment, a.by, a.at,
+                     a.item_sha256, a.content_sha256))
+                self.db.execute(
+                    "UPDATE adjustments SET status='superseded', ended_at=?, ended_why=? WHERE "
+                    "student=? AND assignment=? AND item=? AND status='active' AND id<>?",
+                    (a.at, f"superseded by adjustment {cur.lastrowid}", a.student,
+                     a.assignment, a.item, cur.lastrowid))
+                out.append(dataclasses.replace(a, id=cur.lastrowid))
+        return out
+
+    def adjustments(self, assignment: str, status: str | None = None) -> list[Adjustment]:
+        """The adjustments of ``assignment`` (of one status when given), oldest first."""
+        query = "SELECT * FROM adjustments WHERE assignment=?"     # columns in field order
+        args: tuple[Any, ...] = (assignment,)
+        if status:
+            query += " AND status=?"
+            args += (status,)
+        return [Adjustment(*r) for r in self.db.execute(query + " ORDER BY id", args)]
+
+    def drop(self, dropped: dict[int, str]) -> None:
+        """Mark the adjustments ``{id: why}`` dropped (kept, never deleted)."""
+        stamp = now()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for key, why in dropped.items():
+                self.db.execute("UPDATE adjustments SET status='dropped', ended_at=?, "
+                                "ended_why=? WHERE id=? AND status='active'", (stamp, why, key))
 
     def close(self) -> None:
         self.db.close()

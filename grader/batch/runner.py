@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..errors import GraderError
 from ..pipeline import find_course, open_submission, require_sandbox
 from ..rubric import load_rubric
+from .exports import write_report_atomically
 from .gradebook import Gradebook, Row
 from .ingest import Ingested, Limits, ingest, read_roster, slug
 
@@ -58,7 +59,9 @@ class BatchResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     superseded: int = 0
     seconds: float = 0.0
-    needs_review: list[str] = field(default_factory=list)   # students whose grade is not final
+    needs_review: list[str] = field(default_factory=list)   # a grader-side problem: not final
+    pending: list[str] = field(default_factory=list)    # a manual item to grade: not final
+    dropped: list[dict[str, Any]] = field(default_factory=list)   # adjustments dropped now
 
 
 # ------------------------------------------------------------------------- worker side
@@ -187,26 +190,12 @@ def grade_job(job: Job, course: str | None = None, lab: str | None = None,
 
 
 # --------------------------------------------------------------------------- main side
-def _write_atomically(report: dict[str, Any], folder: Path) -> Path:
-    """report.json and report.html into ``folder``, each replaced in one rename."""
-    from ..report import write_reports
-
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    json_path, html_path = write_reports(report, staging)
-    for path in (html_path, json_path):
-        os.replace(path, folder / path.name)
-    shutil.rmtree(staging, ignore_errors=True)
-    return folder / json_path.name
-
-
 def _item(item: dict[str, Any]) -> dict[str, Any]:
-    """What the gradebook keeps of a report item; why, when a TA must review it."""
+    """What the gradebook keeps of a report item; why, when a TA must review or grade it."""
     kept = {"id": item["id"], "outcome": item["outcome"], "score": item["score"],
             "max_score": item["max_score"], "visibility": item["visibility"],
             "needs_review": bool(item.get("needs_review")), "error_kind": item.get("error_kind")}
-    if kept["needs_review"]:
+    if kept["needs_review"] or kept["outcome"] == "pending":
         kept["message"] = str(item.get("message", ""))[:300]
     return kept
 
@@ -219,7 +208,7 @@ def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score:
     error = result.get("error") or ""
     if report is not None:
         try:
-            path = _write_atomically(report, out / "students" / slug(job.student))
+            path = write_report_atomically(report, out / "students" / slug(job.student))
         except (ValueError, OSError) as exc:      # a grader bug: this row only, not the batch
             report, error = None, (f"grader internal error: the report could not be written "
                                    f"({type(exc).__name__}: {str(exc)[:500]}); needs review")
@@ -315,10 +304,11 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
     runner(todo, done, course=str(course_dir), lab=lab, sandbox=sandbox, device=device,
            workers=workers or default_workers(), warm=warm, scheduler=scheduler)
     result.seconds = round(time.perf_counter() - started, 1)
-    latest = book.latest(lab, rubric.sha256)
-    result.needs_review = [r.student for r in latest if r.needs_review]
-    keep_notebooks(jobs, latest, out)
-    write_exports(book, rubric, out, result, names)
+    summary = write_exports(book, rubric, out, result, names)
+    result.needs_review = [r["student"] for r in summary["needs_review"]]
+    result.pending = [r["student"] for r in summary["pending"]]
+    result.dropped = summary["adjustments_dropped"]
+    keep_notebooks(jobs, book.latest(lab, rubric.sha256), out)
     book.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return result

@@ -136,6 +136,34 @@ def _item_view(item: dict[str, Any], index: int) -> dict[str, Any]:
         "details": _rows(item["details"]), "figures": figures, "figures_dropped": dropped,
         "needs_review": item["needs_review"], "duration": _number(float(item["duration_s"])),
         "error_kind": item.get("error_kind") or "",
+        **_ta_view(item),
+    }
+
+
+def _reviewed(report: dict[str, Any]) -> list[str]:
+    """A line under the grader's warnings when a TA has since graded items under review."""
+    done = [i["id"] for i in report["items"] if i["needs_review"] and "adjustment" in i]
+    return [f"reviewed since by a TA, who gave the points: {', '.join(done)}"] if done else []
+
+
+def _ta_view(item: dict[str, Any]) -> dict[str, Any]:
+    """What a TA did or must do: a manual item's criteria and the student's answer (hostile
+    text, cleaned and cut like every other), and an adjustment's automatic score, comment,
+    author and time."""
+    manual, adjustment = item.get("manual"), item.get("adjustment")
+    label = item["outcome"]
+    if adjustment is not None and item["outcome"] == "pending":
+        label = "graded by a TA"
+    return {
+        "label": label,
+        "manual": None if manual is None else {
+            "criteria": clean_text(manual["criteria"], 5000),
+            "answer": clean_text(manual["answer"]),
+            "cells": ", ".join(str(i + 1) for i in manual["cells"])},
+        "adjustment": None if adjustment is None else {
+            "automatic": _number(float(adjustment["automatic_score"])),
+            "comment": clean_text(adjustment["comment"], 5000),
+            "by": clean_text(adjustment["by"], 200), "at": clean_text(adjustment["at"], 100)},
     }
 
 
@@ -157,10 +185,16 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         "title": clean_text(report["title"], 500), "assignment": clean_text(report["assignment"]),
         "mode": report["mode"], "score": _number(score), "max_score": _number(max_score),
         "percent": f"{100 * score / max_score:.0f}%" if max_score > 0 else "",
+        "adjusted": sum("adjustment" in i for i in report["items"]),
+        "automatic_score": _number(float(sum(i["adjustment"]["automatic_score"]
+                                             if "adjustment" in i else i["score"]
+                                             for i in report["items"]))),
+        "pending": sum(i["outcome"] == "pending" and "adjustment" not in i
+                       for i in report["items"]),
         "submission": {k: clean_text(v, 1000) if isinstance(v, str) else
                        [clean_text(f, 300) for f in v] for k, v in report["submission"].items()},
         "created": clean_text(report["created"], 100),
-        "warnings": [clean_text(w, 2000) for w in report["warnings"]],
+        "warnings": [clean_text(w, 2000) for w in report["warnings"] + _reviewed(report)],
         "entries": [_item_view(item, i) for i, item in enumerate(report["items"], 1)],
         "sandbox": {"enabled": execution["sandbox"]["enabled"],
                     "kind": execution["sandbox"]["kind"],

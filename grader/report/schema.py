@@ -18,7 +18,7 @@ import jsonschema
 
 __all__ = ["SCHEMA_VERSION", "ERROR_KINDS", "load_schema", "validate_report", "item_problems"]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 # Why an item has no verdict on the student's answer (``error_kind``), and whether a TA must
 # look before its 0 stands: True where the cause is on the grader's side, not the student's.
@@ -106,6 +106,25 @@ def _item_rules(item: dict[str, Any], where: str) -> Iterator[str]:
         yield f"{where}.error_kind: {kind!r} on a {item['outcome']} item (only error or skipped)"
     if ERROR_KINDS.get(kind) and not item["needs_review"]:
         yield f"{where}.needs_review: false, but error_kind {kind!r} always needs review"
+    yield from _manual_rules(item, where)
+
+
+def _manual_rules(item: dict[str, Any], where: str) -> Iterator[str]:
+    """A manual item is ``pending`` (and only it has ``manual``), never a grader-side cause,
+    and has 0 points until a TA's ``adjustment`` gives it some; an adjustment's automatic
+    score is a score of the item."""
+    pending = item["outcome"] == "pending"
+    if pending != ("manual" in item):
+        yield (f"{where}.manual: a pending item has `manual` (its answer for the TA), and only "
+               "a pending item")
+    if pending and (item.get("error_kind") is not None or item["needs_review"]):
+        yield f"{where}.outcome: a pending item has no error_kind and needs_review false"
+    adjustment = item.get("adjustment")
+    if adjustment is None and pending and item["score"] > 0:
+        yield f"{where}.score: {item['score']!r} on a pending item that no TA has graded"
+    if adjustment is not None:
+        yield from _over(f"{where}.adjustment.automatic_score", adjustment["automatic_score"],
+                         item["max_score"], "max_score")
 
 
 def _consistency(report: dict[str, Any]) -> Iterator[str]:
