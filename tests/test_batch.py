@@ -27,6 +27,8 @@ from grader import cli
 from grader.batch import run_batch
 from grader.report import validate_report
 
+from conftest import processes_with
+
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "assignments" / "backprop" / "examples"
@@ -90,8 +92,36 @@ def graded(course: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
         for p in (EXAMPLES / "different").iterdir():
             zf.write(p, f"ivan/{p.name}")
     out = tmp_path_factory.mktemp("batch")
-    result = run_batch(subs, "backprop", out, course=course, workers=2)
+    result = run_batch(subs, "backprop", out, course=course, workers=2,
+                       progress=lambda *_: TEMPLATES.append(len(template_roots())))
     return out, result
+
+
+TEMPLATES: list[int] = []    # kernel templates running, seen each time a student was graded
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def template_roots() -> list[int]:
+    """The kernel templates (grader.sandbox.template) this test process started, itself or
+    through its workers: the processes with that command line whose parent has another (a
+    template's forks keep its command line), descended from this process."""
+    pids = set(processes_with("grader.sandbox.template"))
+    roots = []
+    for pid in pids:
+        if _parent(pid) in pids:
+            continue
+        ancestor = pid
+        while ancestor > 1 and ancestor != os.getpid():
+            ancestor = _parent(ancestor)
+        if ancestor == os.getpid():
+            roots.append(pid)
+    return roots
 
 
 GRADER_BUG = "TRIGGER_GRADER_BUG = True"          # a cell: one item's check raises
@@ -204,6 +234,9 @@ def test_a_mixed_class_gets_the_right_verdicts_and_the_batch_goes_on(graded) -> 
     assert "timeout" in cells["dave"] and "error" in cells["eve"]
     assert reports["carol"]["execution"]["kernel_died"] is True
     assert any(r["execution"]["warm_kernel"] for r in reports.values())
+    if os.geteuid() == 0:      # kernels are forked, both workers' from the main's one template
+        assert all(r["execution"]["forked_kernel"] for r in reports.values())
+        assert TEMPLATES and max(TEMPLATES) == 1, TEMPLATES
 
 
 def test_exports_are_in_the_lms_formats(graded) -> None:

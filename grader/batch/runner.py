@@ -1,7 +1,8 @@
 """Grade a whole class: parallel workers, warm kernels, a gradebook that loses nothing.
 
 Each worker process grades one submission at a time, each in a fresh sandboxed kernel,
-forked from the worker's template (grader.sandbox.zygote: torch already imported) where
+forked from the batch's template (grader.sandbox.zygote: torch already imported; the main
+process starts it while the workers' fork server imports, and every worker asks it) where
 it can run, else started cold; a kernel for the *next* submission is started (and
 ``import torch`` run in it) in the background while the current one is graded, and handed
 over with the submission's files copied in — never reused across students. The main
@@ -16,6 +17,8 @@ import dataclasses
 import multiprocessing
 import os
 import shutil
+import socket
+import threading
 import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -131,7 +134,7 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, template: socket.socket | None = None) -> None:
     import atexit
 
     import torch
@@ -140,9 +143,12 @@ def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
     if threads:
         torch.set_num_threads(threads)      # the grader's own checks share the cores too
     if sandbox and not device.startswith("cuda"):
-        from ..sandbox.zygote import shared_zygote
+        from ..sandbox.zygote import adopt_zygote, shared_zygote
 
-        shared_zygote()        # the template now, while the worker has nothing to grade
+        if template is not None:
+            adopt_zygote(template)      # the main process's template: every worker's kernels
+        else:
+            shared_zygote()    # the template now, while the worker has nothing to grade
     if warm:
         pool = WarmPool(sandbox, device.startswith("cuda"))
         limits = load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits
@@ -329,6 +335,30 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _start_for_workers(context: multiprocessing.context.BaseContext, sandbox: bool,
+                       device: str) -> socket.socket | None:
+    """Start, at once, what every worker needs: the fork server the workers come from (it
+    imports torch and the grader) and, on a thread beside it, the kernels' template (it
+    imports torch in the sandbox), which the workers then share (one template, not one a
+    worker). Returns the template's socket for the workers; None where kernels cannot be
+    forked (no sandbox, a GPU, no template here: each worker then starts cold)."""
+    server = None
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        server = threading.Thread(target=forkserver.ensure_running, daemon=True)
+        server.start()
+    control = None
+    if sandbox and not device.startswith("cuda"):
+        from ..sandbox.zygote import shared_zygote
+
+        zygote = shared_zygote()
+        control = zygote.control if zygote is not None else None
+    if server is not None:
+        server.join()
+    return control
+
+
 def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None], *,
                course: str, lab: str, sandbox: bool, device: str, workers: int, warm: bool,
                scheduler: str | None) -> None:
@@ -336,10 +366,12 @@ def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None]
     tries: dict[str, int] = {}
     threads = threads_per_grading(workers)
     context = _worker_context()
+    template = _start_for_workers(context, sandbox, device)
     while pending:
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))),
                                  mp_context=context, initializer=_init_worker,
-                                 initargs=(course, lab, sandbox, device, warm, threads)) as pool:
+                                 initargs=(course, lab, sandbox, device, warm, threads,
+                                           template)) as pool:
             futures: dict[Future, Job] = {pool.submit(grade_job, job): job for job in pending}
             pending = []
             for future in as_completed(futures):

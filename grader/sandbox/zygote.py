@@ -34,7 +34,8 @@ from typing import Any
 from ..errors import SandboxUnavailable
 from .bwrap import Limits, build_template_command, kernel_env, next_uid
 
-__all__ = ["ForkedKernel", "Zygote", "request_for", "shared_zygote", "zygote_failure"]
+__all__ = ["ForkedKernel", "Zygote", "adopt_zygote", "request_for", "shared_zygote",
+           "zygote_failure"]
 
 _START_TIMEOUT_S = 120.0      # the template imports torch on a possibly busy machine
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -146,12 +147,32 @@ class ForkedKernel:
 class Zygote:
     """The running template: :meth:`start` one, :meth:`spawn` a kernel, :meth:`close`."""
 
-    def __init__(self) -> None:
+    def __init__(self, control: socket.socket | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="grader-zygote-"))
-        self._control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if control is None:
+            self._control, self._theirs = socket.socketpair(socket.AF_UNIX,
+                                                            socket.SOCK_SEQPACKET)
+        else:
+            self._control, self._theirs = control, None
         self._lock = threading.Lock()
         self.process: subprocess.Popen[bytes] | None = None
         self.pid = 0
+        self._attached = control is not None
+        self._lost = False
+
+    @classmethod
+    def attach(cls, control: socket.socket) -> Zygote:
+        """Another process's running template, asked through ``control`` (a duplicate of
+        that process's end of the template's socket: :meth:`control`). Spawn requests are
+        one datagram each, so processes can share one template; the kernels it forks are
+        confined from each other as any two are (own pid namespace and uid each). The
+        template stays the starting process's: it dies with it."""
+        return cls(control)
+
+    @property
+    def control(self) -> socket.socket:
+        """This end of the template's socket, to hand to a worker process (:meth:`attach`)."""
+        return self._control
 
     @classmethod
     def start(cls) -> Zygote:
@@ -169,6 +190,7 @@ class Zygote:
     def _launch(self) -> None:
         """Start the template from a thread that lives as long as it: bwrap's
         --die-with-parent follows the *thread* that started it."""
+        assert self._theirs is not None, "an attached template is started by its owner"
         argv = [sys.executable, "-m", "grader.sandbox.template", str(self._theirs.fileno())]
         command = build_template_command(argv)
         started = threading.Event()
@@ -222,6 +244,8 @@ class Zygote:
                                      f"required (exit {code}): {said}")
 
     def alive(self) -> bool:
+        if self._attached:
+            return not self._lost
         return self.process is not None and self.process.poll() is None
 
     def spawn(self, request: dict[str, Any], log_fd: int, ipc_dir: Path,
@@ -238,7 +262,11 @@ class Zygote:
         try:
             tree = linux.open_tree(str(ipc_dir))
             with self._lock:
-                socket.send_fds(self._control, [b"k"], [theirs.fileno()])
+                try:
+                    socket.send_fds(self._control, [b"k"], [theirs.fileno()])
+                except OSError:
+                    self._lost = True      # the template (or its owner) is gone
+                    raise
             socket.send_fds(mine, [json.dumps(request).encode()],
                             [log_fd, tree, *file_fds])
         except BaseException:
@@ -257,8 +285,12 @@ class Zygote:
             return ""
 
     def close(self) -> None:
-        """Stop the template, and with its pid namespace every kernel it forked."""
+        """Stop the template, and with its pid namespace every kernel it forked (an attached
+        one only lets go of its socket)."""
         self._control.close()
+        if self._attached:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            return
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
@@ -289,6 +321,16 @@ def shared_zygote() -> Zygote | None:
         import atexit
 
         atexit.register(zygote.close)
+        return zygote
+
+
+def adopt_zygote(control: socket.socket) -> Zygote:
+    """Make another process's template (through ``control``) this process's shared one:
+    a batch worker forks its students' kernels from the template its main process started,
+    instead of starting (and importing torch in) one of its own."""
+    with _shared_lock:
+        _shared.pop("failure", None)
+        _shared["zygote"] = zygote = Zygote.attach(control)
         return zygote
 
 
