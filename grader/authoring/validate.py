@@ -11,7 +11,6 @@ The result is a matrix of submissions by items and a mutation score.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -179,6 +178,7 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
 
     ``kinds`` restricts the rows graded (the test suite grades examples elsewhere).
     """
+    from ..batch.runner import adopt_template, prepare_workers
     from ..pipeline import require_sandbox
 
     note = progress or (lambda _m: None)
@@ -192,8 +192,10 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
         # times the machine (each kernel and each worker's checks get cores/jobs threads)
         threads = threads_per_grading(min(jobs, len(rows)))
         work = [(str(path), lab, str(course), sandbox, threads) for _, path in rows]
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context) as pool:
+        context, template = prepare_workers(sandbox)     # one template for every worker
+        with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context,
+                                 initializer=adopt_template if sandbox else None,
+                                 initargs=(template,) if sandbox else ()) as pool:
             for (row, _), report in zip(rows, pool.map(_grade, work)):
                 if "error" in report:
                     row.problems.append(f"could not be graded: {report['error'][:300]}")

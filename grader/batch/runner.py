@@ -34,7 +34,8 @@ from .exports import write_report_atomically
 from .gradebook import Gradebook, Row
 from .ingest import Ingested, Limits, ingest, read_roster, slug
 
-__all__ = ["Job", "BatchResult", "run_batch", "grade_job", "keep_notebooks", "KEPT_NOTEBOOK"]
+__all__ = ["Job", "BatchResult", "run_batch", "grade_job", "keep_notebooks", "KEPT_NOTEBOOK",
+           "prepare_workers", "adopt_template"]
 
 KEPT_NOTEBOOK = "submission.ipynb"     # students/<id>/submission.ipynb: the graded notebook
 
@@ -143,12 +144,7 @@ def _init_worker(course: str, lab: str, sandbox: bool, device: str, warm: bool,
     if threads:
         torch.set_num_threads(threads)      # the grader's own checks share the cores too
     if sandbox and not device.startswith("cuda"):
-        from ..sandbox.zygote import adopt_zygote, shared_zygote
-
-        if template is not None:
-            adopt_zygote(template)      # the main process's template: every worker's kernels
-        else:
-            shared_zygote()    # the template now, while the worker has nothing to grade
+        adopt_template(template)
     if warm:
         pool = WarmPool(sandbox, device.startswith("cuda"))
         limits = load_rubric(Path(course) / "rubrics" / f"{lab}.yaml").limits
@@ -335,6 +331,26 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def adopt_template(template: socket.socket | None) -> None:
+    """In a worker (a pool's initializer): fork kernels from the main process's template
+    (:func:`prepare_workers`), or, without one, start this worker's own now, while it has
+    nothing to grade."""
+    from ..sandbox.zygote import adopt_zygote, shared_zygote
+
+    if template is not None:
+        adopt_zygote(template)
+    else:
+        shared_zygote()
+
+
+def prepare_workers(sandbox: bool, device: str = "cpu"
+                    ) -> tuple[multiprocessing.context.BaseContext, socket.socket | None]:
+    """The context grading workers come from and the template their kernels fork from
+    (for :func:`adopt_template`): what ``grader batch`` and ``grader validate`` share."""
+    context = _worker_context()
+    return context, _start_for_workers(context, sandbox, device)
+
+
 def _start_for_workers(context: multiprocessing.context.BaseContext, sandbox: bool,
                        device: str) -> socket.socket | None:
     """Start, at once, what every worker needs: the fork server the workers come from (it
@@ -365,8 +381,7 @@ def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None]
     pending, count = list(todo), 0
     tries: dict[str, int] = {}
     threads = threads_per_grading(workers)
-    context = _worker_context()
-    template = _start_for_workers(context, sandbox, device)
+    context, template = prepare_workers(sandbox, device)
     while pending:
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))),
                                  mp_context=context, initializer=_init_worker,
