@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .model import ItemResult, ManualAnswer, rubric_fields
 from .report.html import png_data_uri
 from .rubric import Item
 
@@ -128,9 +129,9 @@ def _where(answer: dict[str, str]) -> str:
     return " and ".join(said)
 
 
-def pending(item: Item, nb: Any) -> dict[str, Any]:
-    """The report fields of a manual item: ``pending``, 0 points until a TA grades it, with
-    the answer (and the criteria) for the TA."""
+def pending(item: Item, nb: Any) -> ItemResult:
+    """The result of a manual item: ``pending``, 0 points until a TA grades it, with the
+    answer (and the criteria) for the TA."""
     cells, found_by = locate(nb, item.answer)
     if cells:
         how = (f"tagged `{item.answer['tag']}`" if found_by == "tag"
@@ -140,11 +141,11 @@ def pending(item: Item, nb: Any) -> dict[str, Any]:
     else:
         message = (f"{GRADED_BY_A_TA}No answer found: {_where(item.answer)} (answer in the "
                    "cell the template gives for it).")
-    return {"score": 0.0, "outcome": "pending", "message": message, "counterexample": None,
-            "details": {}, "figures": _figures(nb, cells), "traceback": None,
-            "needs_review": False, "error_kind": None,
-            "manual": {"criteria": item.criteria, "answer": _answer_text(nb, cells),
-                       "cells": cells, "found_by": found_by}}
+    return ItemResult(**rubric_fields(item), score=0.0, outcome="pending", message=message,
+                      counterexample=None, details={}, figures=tuple(_figures(nb, cells)),
+                      traceback=None, needs_review=False, duration_s=0.0,
+                      manual=ManualAnswer(item.criteria, _answer_text(nb, cells), tuple(cells),
+                                          found_by))
 
 
 def where_found(message: str) -> str:

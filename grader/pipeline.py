@@ -21,11 +21,12 @@ import torch
 
 from . import __version__
 from .batching import together
-from .checks import REGISTRY, CheckContext, Verdict
+from .checks import REGISTRY, CheckContext
 from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
                      ProtocolError, SandboxUnavailable, StudentException)
 from .execute import CellRecord, ExecutionRecord, inject_parameters, load_notebook, run_notebook
 from .manual import pending
+from .model import ItemResult, Outcome, Report, SubmissionInfo, Verdict, rubric_fields
 from .oracle import EXAMPLES, OracleMiss, RecordedReference
 from .protocol import KernelProxy
 from .report import ERROR_KINDS, SCHEMA_VERSION, item_problems, values
@@ -163,23 +164,23 @@ def load_reference(course: Path, rubric: Rubric) -> types.ModuleType | RecordedR
     return module
 
 
-def _outcome(item: Item, verdict: Verdict) -> dict[str, Any]:
-    """A verdict as report fields, every value converted by ``grader.report.values``; a
+def _outcome(item: Item, verdict: Verdict) -> ItemResult:
+    """A verdict as an item's result, every value converted by ``grader.report.values``; a
     verdict that cannot be converted is an error that needs review (the report survives)."""
     if not isinstance(verdict, Verdict):
-        return _error(f"the check returned {type(verdict).__name__}, not a Verdict: a grader "
-                      "bug; this item needs review by a TA", kind="unreportable")
+        return _error(item, f"the check returned {type(verdict).__name__}, not a Verdict: a "
+                      "grader bug; this item needs review by a TA", kind="unreportable")
     try:
         fraction = values.fraction(verdict.fraction)
         fields = values.verdict_fields(verdict)
     except Exception as exc:  # noqa: BLE001 - what a check returns must not sink the report
-        return _error(f"the check's result cannot be reported ({type(exc).__name__}: {exc}): "
-                      "a grader bug; this item needs review by a TA", kind="unreportable",
-                      tb=_grader_traceback())
-    score = item_score(item.points, fraction, item.partial)
-    outcome = "passed" if fraction >= 1.0 else "failed"
-    return {"score": score, "outcome": outcome, **fields, "needs_review": False,
-            "error_kind": None}
+        return _error(item, f"the check's result cannot be reported ({type(exc).__name__}: "
+                      f"{exc}): a grader bug; this item needs review by a TA",
+                      kind="unreportable", tb=_grader_traceback())
+    return ItemResult(**rubric_fields(item), score=item_score(item.points, fraction, item.partial),
+                      outcome="passed" if fraction >= 1.0 else "failed",
+                      **{**fields, "figures": tuple(fields["figures"])}, needs_review=False,
+                      duration_s=0.0)
 
 
 def _grader_traceback() -> str:
@@ -193,74 +194,72 @@ def _grader_traceback() -> str:
             f"\n{name}: {exc}")[-6000:]
 
 
-def _error(message: str, *, kind: str, outcome: str = "error", tb: str | None = None,
-           details: dict[str, Any] | None = None) -> dict[str, Any]:
+def _error(item: Item, message: str, *, kind: str, outcome: Outcome = "error",
+           tb: str | None = None, details: dict[str, Any] | None = None) -> ItemResult:
     """An item without a verdict on the student's answer; ``kind`` (``ERROR_KINDS``) says
     why, and whether a TA must review it."""
-    return {"score": 0.0, "outcome": outcome, "message": message, "counterexample": None,
-            "details": details or {}, "figures": [], "traceback": tb,
-            "needs_review": ERROR_KINDS[kind], "error_kind": kind}
+    return ItemResult(**rubric_fields(item), score=0.0, outcome=outcome, message=message,
+                      counterexample=None, details=details or {}, traceback=tb,
+                      needs_review=ERROR_KINDS[kind], error_kind=kind, duration_s=0.0)
 
 
-def run_item(ctx: CheckContext, item: Item) -> dict[str, Any]:
+def run_item(ctx: CheckContext, item: Item) -> ItemResult:
     """Run one check; every way it can go wrong becomes a result, never an exception."""
     torch.manual_seed(ctx.seed)
     try:
         verdict = REGISTRY[item.check].fn(ctx, item.params)
     except MissingName as exc:
-        return _error(str(exc), kind="missing_name")
+        return _error(item, str(exc), kind="missing_name")
     except OracleMiss as exc:
-        return _error(f"skipped: {exc}", outcome="skipped", kind="not_recorded")
+        return _error(item, f"skipped: {exc}", outcome="skipped", kind="not_recorded")
     except StudentException as exc:
         if exc.ename == "FileNotFoundError" and any(c in exc.evalue for c in (".pt", ".pth")):
-            return _error(f"skipped: the checkpoint is missing ({exc.evalue}); submit it beside "
-                          "the notebook, or let the notebook's training cell create it",
+            return _error(item, f"skipped: the checkpoint is missing ({exc.evalue}); submit it "
+                          "beside the notebook, or let the notebook's training cell create it",
                           outcome="skipped", kind="missing_checkpoint")
-        return _error(f"your code raised {exc.ename}: {exc.evalue}", kind="student_exception",
+        return _error(item, f"your code raised {exc.ename}: {exc.evalue}", kind="student_exception",
                       tb=exc.traceback)
     except KernelDied as exc:
-        return _error(f"KernelDied: {exc}", kind="kernel_died")
+        return _error(item, f"KernelDied: {exc}", kind="kernel_died")
     except ExecutionTimeout as exc:
-        return _error(f"ExecutionTimeout: {exc}", kind="timeout")
+        return _error(item, f"ExecutionTimeout: {exc}", kind="timeout")
     except ProtocolError as exc:
-        return _error(f"the grader could not read the kernel's reply (ProtocolError: {exc}); "
+        return _error(item, f"the grader could not read the kernel's reply (ProtocolError: {exc}); "
                       "this item needs review by a TA", kind="protocol")
     except Exception as exc:  # noqa: BLE001 - a grader bug must not cost the student
-        return _error(f"grader internal error ({type(exc).__name__}: {exc}); this item needs "
+        return _error(item, f"grader internal error ({type(exc).__name__}: {exc}); this item needs "
                       "review by a TA", kind="grader", tb=_grader_traceback())
     return _outcome(item, verdict)
 
 
-def _entry(item: Item, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _entry(item: Item, result: ItemResult, seconds: float) -> ItemResult:
     """One report item, checked against the schema on its own: an item that still cannot be
     reported becomes an error that needs review, and every other item keeps its verdict."""
-    head = {"id": item.id, "title": item.title, "max_score": item.points,
-            "visibility": item.visibility, "check": item.check, "hint": item.hint}
-    entry = {**head, **result, "duration_s": round(max(0.0, seconds), 3)}
+    entry = dataclasses.replace(result, duration_s=round(max(0.0, seconds), 3))
     try:
-        problems = item_problems(entry)
+        problems = item_problems(entry.to_json())
     except Exception as exc:  # noqa: BLE001 - a value the validator itself chokes on
         problems = [f"{type(exc).__name__}: {exc}"]
     if not problems:
         return entry
-    said = {k: values.text(result.get(k)) for k in ("outcome", "score", "message")}
-    failure = _error(f"the check's result cannot be reported ({'; '.join(problems[:3])}): a "
-                     "grader bug; this item needs review by a TA", kind="unreportable",
+    said = {k: values.text(getattr(result, k)) for k in ("outcome", "score", "message")}
+    failure = _error(item, f"the check's result cannot be reported ({'; '.join(problems[:3])}):"
+                     " a grader bug; this item needs review by a TA", kind="unreportable",
                      details={"check_said": said})
-    return {**head, **failure, "duration_s": entry["duration_s"]}
+    return dataclasses.replace(failure, duration_s=entry.duration_s)
 
 
-def _not_started(exc: BaseException, tb: str) -> dict[str, Any]:
-    """The result of each item a kernel that could not start left ungraded (or that a crash
+def _not_started(item: Item, exc: BaseException, tb: str) -> ItemResult:
+    """The result of an item a kernel that could not start left ungraded (or that a crash
     of the notebook runner did): an error that needs review, never a zero."""
     if isinstance(exc, KernelStartError):
-        return _error(f"the grader could not start the kernel ({exc}), so this item was not "
-                      "graded: not a verdict on the submission; it needs review by a TA "
+        return _error(item, f"the grader could not start the kernel ({exc}), so this item was "
+                      "not graded: not a verdict on the submission; it needs review by a TA "
                       "(the kernel's log is in the traceback field)", kind="kernel_start",
                       tb=exc.log or None)
-    return _error(f"grader internal error while running the notebook ({type(exc).__name__}: "
-                  f"{exc}), so this item was not graded; it needs review by a TA",
-                  kind="grader", tb=tb[-6000:])
+    return _error(item, f"grader internal error while running the notebook "
+                  f"({type(exc).__name__}: {exc}), so this item was not graded; it needs "
+                  "review by a TA", kind="grader", tb=tb[-6000:])
 
 
 def _start_kernel(files: dict[str, Path], limits: Any, *, sandbox: bool,
@@ -292,7 +291,8 @@ def grade(submission: str | Path, *, assignment: str | None = None,
           progress: Callable[[str], None] | None = None, reference: Any = None,
           warm: Callable[[dict[str, Path], Any], KernelSession | None] | None = None,
           threads: int | None = None, kit_fallback: bool = False) -> dict[str, Any]:
-    """Grade one submission; returns the report dict (schema ``grader/report/schema.json``).
+    """Grade one submission; returns the report as JSON data (:class:`grader.model.Report`
+    converted by its ``to_json``; schema ``grader/report/schema.json``).
 
     ``only`` restricts grading to these item ids (an unknown id is a CourseError);
     ``seed`` overrides the rubric's seed (calibration runs the reference under several);
@@ -380,33 +380,32 @@ def grade(submission: str | Path, *, assignment: str | None = None,
                         "input is the first one found, not the smallest")
     if record.timed_out:
         warnings.append(f"the notebook did not finish within {limits.total_timeout_s:g} s")
-    review = [r["id"] for r in results if r["needs_review"]]
+    review = [r.id for r in results if r.needs_review]
     if review:
         listed = ", ".join(review[:8]) + (", ..." if len(review) > 8 else "")
         warnings.append(f"{len(review)} of {len(results)} item(s) need review by a TA (a problem "
                         f"on the grader's side, not a verdict on this work): {listed}")
     end = time.perf_counter()
-    return {
-        "schema_version": SCHEMA_VERSION, "assignment": rubric.assignment,
-        "title": rubric.title, "mode": "check" if public_only else "grade",
-        "score": total([r["score"] for r in results]),
-        "max_score": total([i.points for i in items]),
-        "submission": {"path": str(sub.path), "notebook": sub.notebook.name,
-                       "sha256": sub.sha256, "files": sorted(sub.files)},
-        "items": results,
-        "execution": {"sandbox": {**sandbox_json, "limits": _limits_json(limits)},
-                      **_cells_json(record, injected), "peak_rss_mb": peak,
-                      "warm_kernel": asked["got"], "forked_kernel": forked},
-        "timings": {"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
-                    "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
-                    "setup_s": round(t_kernel - t_start, 3),
-                    "round_trips": sum(p.calls for p in proxies),
-                    "batched_calls": sum(p.steps for p in proxies),
-                    "kernel_calls_s": round(sum(p.kernel_s for p in proxies), 3)},
-        "versions": _versions(rubric),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "warnings": warnings,
-    }
+    report = Report(
+        schema_version=SCHEMA_VERSION, assignment=rubric.assignment,
+        title=rubric.title, mode="check" if public_only else "grade",
+        score=total([r.score for r in results]), max_score=total([i.points for i in items]),
+        submission=SubmissionInfo(str(sub.path), sub.notebook.name, sub.sha256,
+                                  tuple(sorted(sub.files))),
+        items=tuple(results),
+        execution={"sandbox": {**sandbox_json, "limits": _limits_json(limits)},
+                   **_cells_json(record, injected), "peak_rss_mb": peak,
+                   "warm_kernel": asked["got"], "forked_kernel": forked},
+        timings={"kernel_start_s": round(kernel_start_s, 3), "notebook_s": record.notebook_s,
+                 "checks_s": round(end - t_checks, 3), "total_s": round(end - t_start, 3),
+                 "setup_s": round(t_kernel - t_start, 3),
+                 "round_trips": sum(p.calls for p in proxies),
+                 "batched_calls": sum(p.steps for p in proxies),
+                 "kernel_calls_s": round(sum(p.kernel_s for p in proxies), 3)},
+        versions=_versions(rubric),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        warnings=tuple(warnings))
+    return report.to_json()
 
 
 def _warm_kernel(warm: Callable[[dict[str, Path], Any], KernelSession | None],
@@ -432,7 +431,7 @@ class _Run:
         self.execute, self.context, self.params, self.note = execute, context, params, note
         self.session: KernelSession | None = None
         self.ctx: CheckContext | None = None
-        self.failure: dict[str, Any] | None = None
+        self.failure: tuple[BaseException, str] | None = None   # why no kernel ran
         self.revivals = 0
         self.replay_failed = False        # some kernel lost the notebook's definitions
 
@@ -442,10 +441,10 @@ class _Run:
             self.session = self.execute(record)
             self.ctx = self.context(self.session)
         except Exception as exc:  # noqa: BLE001 - becomes every remaining item's result
-            self.session, self.failure = None, _not_started(exc, _grader_traceback())
+            self.session, self.failure = None, (exc, _grader_traceback())
         self.replay_failed |= record.replay_failed
 
-    def items(self, items: list[Item], reference: Any) -> list[dict[str, Any]]:
+    def items(self, items: list[Item], reference: Any) -> list[ItemResult]:
         """The report items, checked together (:func:`grader.batching.together`): every
         item's calls into the kernel share round trips. An item that ends with the kernel
         (it died, a call ran out of time, a reply was refused) may only have been in the
@@ -457,11 +456,11 @@ class _Run:
         results = [r.value() for r in together([functools.partial(self.item, item, reference)
                                               for item in items])]
         for n, item in enumerate(items):
-            if results[n].get("error_kind") in _KERNEL_WIDE:
+            if results[n].error_kind in _KERNEL_WIDE:
                 results[n] = self.item(item, reference)
         return results
 
-    def item(self, item: Item, reference: Any) -> dict[str, Any]:
+    def item(self, item: Item, reference: Any) -> ItemResult:
         """The report item for ``item``; never raises for the kernel's or a check's sake."""
         if (self.session is not None and not self.session.is_alive()
                 and self.revivals < _MAX_REVIVALS):
@@ -471,8 +470,8 @@ class _Run:
             self.notebook(ExecutionRecord(parameters=self.params))
         t0 = time.perf_counter()
         if self.failure is not None or self.ctx is None:
-            return _entry(item, self.failure or _not_started(RuntimeError("no kernel"), ""),
-                          time.perf_counter() - t0)
+            exc, tb = self.failure or (RuntimeError("no kernel"), "")
+            return _entry(item, _not_started(item, exc, tb), time.perf_counter() - t0)
         self.note(f"checking {item.id}")
         examples = getattr(reference, "examples", None)
         if examples is not None:
@@ -482,8 +481,8 @@ class _Run:
             result = run_item(self.ctx, item)
         finally:
             EXAMPLES.reset(token)
-        if result.get("error_kind") == "missing_name" and self.replay_failed:
-            result = _error(f"{result['message']}; but the kernel was restarted and the cells "
+        if result.error_kind == "missing_name" and self.replay_failed:
+            result = _error(item, f"{result.message}; but the kernel was restarted and the cells "
                             "that had run could not be replayed, so the notebook may define it: "
                             "this item needs review by a TA", kind="lost_definitions")
         return _entry(item, result, time.perf_counter() - t0)

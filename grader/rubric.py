@@ -18,8 +18,10 @@ import yaml
 
 from .checks import REGISTRY
 from .checks.params import problems
+from .checks.registry import Metric
 from .errors import RubricError
 from .sandbox import Limits
+from .scoring import anchor_problem
 
 __all__ = ["Item", "Rubric", "load_rubric", "VISIBILITIES", "PARTIAL_RULES", "MANUAL"]
 
@@ -191,6 +193,7 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
                           hint=f"`{key}` is {fix.kind}" + (f"; leave it out for the default "
                                                           f"{fix.default!r}"
                                                           if fix.default is not None else ""))
+    _anchors(path, params, spec.metric, kind, where)
     partial = node.get("partial", "all_or_nothing")
     if partial not in PARTIAL_RULES:
         raise RubricError(path, f"partial must be one of {PARTIAL_RULES}, got {partial!r}",
@@ -198,6 +201,25 @@ def _item(path: Path, node: Any, index: int, seen: set[str]) -> Item:
     return Item(id=item_id, title=str(node.get("title", item_id)), points=float(points),
                 visibility=visibility, check=kind, params=_plain(params), partial=partial,
                 hint=str(node.get("hint", "")))
+
+
+def _anchors(path: Path, params: dict[str, Any], metric: Metric | None, kind: str,
+             where: str) -> None:
+    """A metric's ``zero_at``/``full_at`` must give linear credit a direction, the one in
+    which the metric improves (``grader.scoring.linear_credit`` credits along it)."""
+    if metric is None or "zero_at" not in params or "full_at" not in params:
+        return
+    zero, full = params["zero_at"], params["full_at"]
+    better = "higher" if metric.higher_is_better else "lower"
+    problem = anchor_problem(zero, full)
+    if problem is None and (full > zero) != metric.higher_is_better:
+        problem = (f"full_at {full!r} is {'below' if full < zero else 'above'} zero_at {zero!r}, "
+                   f"but a {better} {metric.detail} is better")
+    if problem:
+        raise RubricError(path, f"params.full_at: {problem} (check `{kind}`){where}",
+                          line=_line(params, "full_at") or _line(params), key="params.full_at",
+                          hint=f"full_at (full credit) must be {better} than zero_at (no "
+                               "credit); `grader calibrate` proposes both")
 
 
 def _manual_item(path: Path, node: dict[str, Any], where: str, item_id: str, points: float,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from grader.checks import REGISTRY
-from grader.checks.classifier import accuracy_of, linear_credit
+from grader.checks.classifier import accuracy_of
+from grader.scoring import linear_credit
 from grader.checks.gradients import (elementwise_rel_error, judge_gradients, normwise_rel_error,
                                      reference_gradients)
 

@@ -19,7 +19,6 @@ from grader.checks.strategies import input_sets, run_property
 from grader.errors import ProtocolError, RubricError
 from grader.protocol import Handle, decode, encode
 from grader.rubric import load_rubric
-from grader.scoring import item_score
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,27 +134,6 @@ def test_rubric_duplicate_ids_are_refused(tmp_path: Path) -> None:
     path.write_text(MINIMAL + item)
     with pytest.raises(RubricError, match="duplicate item id"):
         load_rubric(path)
-
-
-# --- scoring ------------------------------------------------------------------------------
-
-@given(st.floats(0, 100), st.floats(allow_nan=True), st.sampled_from(["all_or_nothing",
-                                                                      "proportional"]))
-def test_item_score_stays_within_zero_and_points(points: float, fraction: float, rule: str
-                                                 ) -> None:
-    score = item_score(points, fraction, rule)
-    assert 0.0 <= score <= points + 1e-9
-
-
-@given(st.floats(0, 1), st.floats(0, 1))
-def test_proportional_score_is_monotone(a: float, b: float) -> None:
-    lo, hi = sorted((a, b))
-    assert item_score(5, lo, "proportional") <= item_score(5, hi, "proportional")
-
-
-def test_all_or_nothing_needs_full_fraction() -> None:
-    assert item_score(3, 0.999, "all_or_nothing") == 0.0
-    assert item_score(3, 1.0, "all_or_nothing") == 3.0
 
 
 # --- protocol decoding: untrusted data -------------------------------------------------------

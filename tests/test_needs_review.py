@@ -25,6 +25,7 @@ from grader.batch.gradebook import Gradebook, Row
 from grader.checks import REGISTRY, Verdict, check
 from grader.errors import MissingName, ProtocolError, StudentException
 from grader.execute import CellRecord
+from grader.model import GradebookItem
 from grader.report import ERROR_KINDS, item_problems, validate_report, values
 from grader.report.schema import load_schema
 from grader.rubric import load_rubric
@@ -367,10 +368,11 @@ def test_exports_leave_a_grade_under_review_blank_and_list_it(tmp_path: Path) ->
              {"id": "bug", "outcome": "error", "score": 0.0, "max_score": 3.0,
               "visibility": "public", "needs_review": True, "error_kind": "grader",
               "message": "grader internal error"}]
-    book.record(Row("alice", "Alice", *base, "graded", 5.0, 5.0, items[:1]))
-    book.record(Row("bob", "Bob", *base, "graded", 2.0, 5.0, items, "",
+    items = [GradebookItem.from_json(i) for i in items]
+    book.record(Row("alice", "Alice", *base, "graded", 5.0, 5.0, tuple(items[:1])))
+    book.record(Row("bob", "Bob", *base, "graded", 2.0, 5.0, tuple(items), "",
                     "students/bob/report.json"))
-    book.record(Row("carol", "Carol", *base, "error", 0.0, 5.0, [],
+    book.record(Row("carol", "Carol", *base, "error", 0.0, 5.0, (),
                     "the grading worker died twice on this submission; needs review"))
     result = type("R", (), {"layout": "folders", "graded": 3, "errors": 1, "already": 0,
                             "superseded": 0, "seconds": 1.0, "skipped": []})()

@@ -22,9 +22,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import AdjustmentError, CourseError
+from ..model import GradebookItem, ItemAdjustment, ItemResult, Report
 from ..rubric import Rubric, load_rubric
 from ..scoring import total
 from .gradebook import Adjustment, Gradebook, Row, now
@@ -159,7 +160,7 @@ def record(out: Path, requests: list[Request], by: str, course: str | Path | Non
         book.adjust([Adjustment(None, r.student, rubric.assignment, r.item, r.points,
                                 r.comment, by, stamp, items[r.item].fingerprint,
                                 rows[r.student].content_sha256) for r in requests])
-        automatic = {(r.student, i["id"]): i["score"] for r in rows.values() for i in r.items}
+        automatic = {(r.student, i.id): i.score for r in rows.values() for i in r.items}
         export_again(out, rubric, summary, book)
     finally:
         book.close()
@@ -187,34 +188,32 @@ def sync(book: Gradebook, rubric: Rubric) -> tuple[Active, list[Adjustment]]:
                   for a in active if int(a.id or 0) in dropped]
 
 
-def _automatic(item: dict[str, Any]) -> dict[str, Any]:
-    """The item as the grader left it (an earlier adjustment taken off)."""
-    if "adjustment" not in item:
-        return item
-    plain = {k: v for k, v in item.items() if k != "adjustment"}
-    return {**plain, "score": item["adjustment"]["automatic_score"]}
+Scored = TypeVar("Scored", ItemResult, GradebookItem)
 
 
-def _adjusted(item: dict[str, Any], adjustments: dict[str, Adjustment]) -> dict[str, Any]:
-    item = _automatic(item)
-    a = adjustments.get(item["id"])
+def _adjusted(item: Scored, adjustments: dict[str, Adjustment]) -> Scored:
+    """The item with its active adjustment (if any) in place of any earlier one: the same for
+    a report's item and the gradebook's projection of it."""
+    if item.adjustment is not None:         # as the grader left it
+        item = dataclasses.replace(item, score=item.adjustment.automatic_score, adjustment=None)
+    a = adjustments.get(item.id)
     if a is None:
         return item
-    return {**item, "score": a.points, "adjustment": {
-        "automatic_score": item["score"], "comment": a.comment, "by": a.by, "at": a.at}}
+    return dataclasses.replace(item, score=a.points, adjustment=ItemAdjustment(
+        automatic_score=item.score, comment=a.comment, by=a.by, at=a.at))
 
 
 def apply_row(row: Row, adjustments: dict[str, Adjustment]) -> Row:
     """The gradebook row with the TA's points in place of the grader's."""
     if row.status != "graded" or not adjustments:
         return row
-    items = [_adjusted(i, adjustments) for i in row.items]
-    change = total([i["score"] for i in items]) - total([i["score"] for i in row.items])
+    items = tuple(_adjusted(i, adjustments) for i in row.items)
+    change = total([i.score for i in items]) - total([i.score for i in row.items])
     return dataclasses.replace(row, items=items, score=total([row.score, change]))
 
 
-def apply_report(report: dict[str, Any], adjustments: dict[str, Adjustment]) -> dict[str, Any]:
+def apply_report(report: Report, adjustments: dict[str, Adjustment]) -> Report:
     """The report with the TA's points in place of the grader's (idempotent: a report that
     carries earlier adjustments gets exactly the current ones)."""
-    items = [_adjusted(i, adjustments) for i in report["items"]]
-    return {**report, "items": items, "score": total([i["score"] for i in items])}
+    items = tuple(_adjusted(i, adjustments) for i in report.items)
+    return dataclasses.replace(report, items=items, score=total([i.score for i in items]))

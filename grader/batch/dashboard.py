@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 
 from ..manual import where_found
+from ..model import GradebookItem
 from ..rubric import Rubric
 from .exports import atomic_text
 from .gradebook import Row
@@ -153,15 +154,13 @@ a.student }}</a>{% else %}{{ a.student }}{% endif %}</td><td>{{ a.item }}</td>
 def _ta_views(rows: list[Row]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The manual items still to grade, and the adjusted items, one line each."""
     pending = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
-                "item": i["id"], "points": f"{i['max_score']:g}",
-                "found": where_found(str(i.get("message", "")))[:200]}
+                "item": i.id, "points": f"{i.max_score:g}",
+                "found": where_found(i.message)[:200]}
                for r in rows for i in r.pending]
-    adjusted = [{"student": r.student, "report": r.report, "link": _link(r), "item": i["id"],
-                 "automatic": f"{i['adjustment']['automatic_score']:g}",
-                 "score": f"{i['score']:g}", "max_score": f"{i['max_score']:g}",
-                 "comment": i["adjustment"]["comment"], "by": i["adjustment"]["by"],
-                 "at": i["adjustment"]["at"]}
-                for r in rows for i in r.items if "adjustment" in i]
+    adjusted = [{"student": r.student, "report": r.report, "link": _link(r), "item": i.id,
+                 "automatic": f"{a.automatic_score:g}", "score": f"{i.score:g}",
+                 "max_score": f"{i.max_score:g}", "comment": a.comment, "by": a.by, "at": a.at}
+                for r in rows for i in r.items if (a := i.adjustment) is not None]
     return pending, adjusted
 
 
@@ -247,18 +246,18 @@ def _link(row: Row) -> str:
 def _review_view(row: Row) -> dict[str, Any]:
     """One student whose grade is not final, for the "needs review" table."""
     graded = row.status == "graded"
-    why = "; ".join(f"{i['id']}: {i.get('error_kind') or 'error'}" for i in row.review)
+    why = "; ".join(f"{i.id}: {i.error_kind or 'error'}" for i in row.review)
     return {"student": row.student, "name": row.name, "report": row.report, "link": _link(row),
             "score_text": f"{row.score:.4g} (provisional)" if graded else "error",
-            "items": ", ".join(i["id"] for i in row.review) if graded else "all",
+            "items": ", ".join(i.id for i in row.review) if graded else "all",
             "why": why if graded else row.message}
 
 
-def _passed(item: dict[str, Any]) -> bool:
+def _passed(item: GradebookItem) -> bool:
     """Passed: as the grader found, or with full points from a TA."""
-    if "adjustment" in item:
-        return bool(item["score"] >= item["max_score"])
-    return bool(item["outcome"] == "passed")
+    if item.adjustment is not None:
+        return item.score >= item.max_score
+    return item.outcome == "passed"
 
 
 def _item_rates(rubric: Rubric, final: list[Row]) -> list[dict[str, Any]]:
@@ -266,7 +265,7 @@ def _item_rates(rubric: Rubric, final: list[Row]) -> list[dict[str, Any]]:
     manual items not yet graded left out)."""
     items = []
     for item in rubric.items:
-        outcomes = [i for r in final for i in r.items if i["id"] == item.id
+        outcomes = [i for r in final for i in r.items if i.id == item.id
                     and i not in r.review and i not in r.pending]
         passed = sum(_passed(i) for i in outcomes)
         items.append({"id": item.id, "title": item.title, "visibility": item.visibility,
@@ -285,7 +284,7 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
     items = _item_rates(rubric, graded)
     worst = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
               "score_text": f"{r.score:.4g}",
-              "what": ", ".join(i["id"] for i in r.items if not _passed(i)) or "-"}
+              "what": ", ".join(i.id for i in r.items if not _passed(i)) or "-"}
              for r in sorted(final, key=lambda r: r.score)[:15] if r.score < rubric.max_score]
     slowest = sorted((r for r in graded if r.duration_s is not None),
                      key=lambda r: -(r.duration_s or 0))[:10]

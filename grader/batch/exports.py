@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..model import Report, to_json
 from ..rubric import Rubric
 from .adjust import Active, apply_report, apply_row, sync
 from .gradebook import Adjustment, Gradebook, Row
@@ -139,9 +140,8 @@ def _score(row: Row) -> str:
 def _why(row: Row) -> str:
     if row.status == "error":
         return row.message
-    return "; ".join([f"{i['id']} ({i.get('error_kind') or 'error'}): {i.get('message', '')}"
-                      for i in row.review] +
-                     [f"{i['id']} (pending): a manual item, graded by a TA" for i in row.pending])
+    return "; ".join([f"{i.id} ({i.error_kind or 'error'}): {i.message}" for i in row.review] +
+                     [f"{i.id} (pending): a manual item, graded by a TA" for i in row.pending])
 
 
 def _review_rows(rows: list[Row]) -> list[list[Any]]:
@@ -152,7 +152,7 @@ def _review_rows(rows: list[Row]) -> list[list[Any]]:
             continue
         provisional = "" if r.status == "error" else f"{r.score:.4g}"
         out.append([r.student, r.name, r.status, provisional, f"{r.max_score:g}",
-                    " ".join(i["id"] for i in r.review + r.pending), _why(r), r.report or ""])
+                    " ".join(i.id for i in r.review + r.pending), _why(r), r.report or ""])
     return out
 
 
@@ -180,7 +180,8 @@ def _reports(rows: list[Row], active: Active, out: Path) -> None:
                 continue
             folder = (out / r.report).parent
             report = json.loads((out / r.report).read_text())
-            adjusted = apply_report(report, active.get(r.student, {}))
+            adjusted = apply_report(Report.from_json(report),
+                                    active.get(r.student, {})).to_json()
             if adjusted != report:
                 write_report_atomically(adjusted, folder)
             for name in ("report.json", "report.html"):
@@ -196,11 +197,11 @@ def _ta_summary(rows: list[Row], dropped: list[Adjustment]) -> dict[str, Any]:
     adjustments this export dropped (their rubric item changed)."""
     return {
         "final": sum(r.final for r in rows),
-        "pending": [{"student": r.student, "items": [i["id"] for i in r.pending],
+        "pending": [{"student": r.student, "items": [i.id for i in r.pending],
                      "report": r.report} for r in rows if r.pending],
-        "adjusted": [{"student": r.student, "item": i["id"], "score": i["score"],
-                      **i["adjustment"], "report": r.report}
-                     for r in rows for i in r.items if "adjustment" in i],
+        "adjusted": [{"student": r.student, "item": i.id, "score": i.score,
+                      **to_json(i.adjustment), "report": r.report}
+                     for r in rows for i in r.items if i.adjustment is not None],
         "adjustments_dropped": [{"student": a.student, "item": a.item, "points": a.points,
                                  "comment": a.comment, "by": a.by, "at": a.at,
                                  "why": a.ended_why} for a in dropped]}
@@ -237,7 +238,7 @@ def write_exports(book: Gradebook, rubric: Rubric, out: Path, result: Any,
                "errors": [{"student": r.student, "message": r.message} for r in rows
                           if r.status == "error"],
                "needs_review": [{"student": r.student, "status": r.status,
-                                 "items": [i["id"] for i in r.review], "report": r.report}
+                                 "items": [i.id for i in r.review], "report": r.report}
                                 for r in rows if r.needs_review],
                **_ta_summary(rows, dropped)}
     atomic_text(out / "batch.json", json.dumps(summary, indent=1))

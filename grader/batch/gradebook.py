@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model import GradebookItem
+
 __all__ = ["Adjustment", "Gradebook", "Row", "now"]
 
 
@@ -38,8 +40,7 @@ CREATE TABLE IF NOT EXISTS results (
     status         TEXT NOT NULL,          -- graded | error
     score          REAL NOT NULL,
     max_score      REAL NOT NULL,
-    items          TEXT NOT NULL,          -- JSON: [{id, outcome, score, max_score,
-                                           --   visibility, needs_review, error_kind}]
+    items          TEXT NOT NULL,          -- JSON: [GradebookItem] (grader.model)
     message        TEXT NOT NULL DEFAULT '',
     report         TEXT,                   -- report.json, relative to the batch folder
     duration_s     REAL,
@@ -69,6 +70,10 @@ CREATE TABLE IF NOT EXISTS adjustments (
 
 @dataclass(frozen=True)
 class Row:
+    """One grading of one submission. ``items`` are what the gradebook keeps of the report's
+    items (:class:`grader.model.GradebookItem`, a declared projection); the full report is
+    the file ``report`` names."""
+
     student: str
     name: str
     assignment: str
@@ -78,7 +83,7 @@ class Row:
     status: str
     score: float
     max_score: float
-    items: list[dict[str, Any]]
+    items: tuple[GradebookItem, ...]
     message: str = ""
     report: str | None = None
     duration_s: float | None = None
@@ -87,15 +92,15 @@ class Row:
     graded_at: str = ""
 
     @property
-    def review(self) -> list[dict[str, Any]]:
+    def review(self) -> list[GradebookItem]:
         """The items a TA must look at before this grade is final (a grader-side problem),
         unless a TA has already given their points (an adjustment)."""
-        return [i for i in self.items if i.get("needs_review") and "adjustment" not in i]
+        return [i for i in self.items if i.needs_review and i.adjustment is None]
 
     @property
-    def pending(self) -> list[dict[str, Any]]:
+    def pending(self) -> list[GradebookItem]:
         """The manual items no TA has graded yet."""
-        return [i for i in self.items if i["outcome"] == "pending" and "adjustment" not in i]
+        return [i for i in self.items if i.outcome == "pending" and i.adjustment is None]
 
     @property
     def needs_review(self) -> bool:
@@ -150,7 +155,8 @@ class Gradebook:
         if found is None or not final:
             return found is not None
         status, items = found
-        return status != "error" and not any(i.get("needs_review") for i in json.loads(items))
+        return status != "error" and not any(GradebookItem.from_json(i).needs_review
+                                             for i in json.loads(items))
 
     def record(self, row: Row) -> None:
         stamp = row.graded_at or now()
@@ -160,8 +166,9 @@ class Gradebook:
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, ?)",
                 (row.student, row.name, row.assignment, row.content_sha256, row.rubric_sha256,
-                 row.submitted, row.status, row.score, row.max_score, json.dumps(row.items),
-                 row.message, row.report, row.duration_s, row.peak_rss_mb, row.source, stamp))
+                 row.submitted, row.status, row.score, row.max_score,
+                 json.dumps([i.to_json() for i in row.items]), row.message, row.report,
+                 row.duration_s, row.peak_rss_mb, row.source, stamp))
 
     def rows(self, assignment: str, rubric_sha: str | None = None) -> list[Row]:
         """Every row of ``assignment`` (of one rubric version when given)."""
@@ -173,7 +180,7 @@ class Gradebook:
         out = []
         for r in self.db.execute(query + " ORDER BY student, submitted, graded_at", args):
             values = list(r)
-            values[9] = json.loads(values[9])
+            values[9] = tuple(GradebookItem.from_json(i) for i in json.loads(values[9]))
             out.append(Row(*values))
         return out
 

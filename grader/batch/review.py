@@ -142,11 +142,10 @@ def _row_entries(lab: str, row: Row, report: dict[str, Any] | None, link: str,
     if row.status == "error":
         yield Entry(lab, row.student, "error", "", row.message[:300], link)
     for i in row.review:
-        yield Entry(lab, row.student, "needs review", i["id"],
-                    f"{i.get('error_kind')}: {i.get('message', '')[:200]}", link)
+        yield Entry(lab, row.student, "needs review", i.id, f"{i.error_kind}: {i.message[:200]}",
+                    link)
     for i in row.pending:
-        yield Entry(lab, row.student, "pending", i["id"],
-                    where_found(str(i.get("message", "")))[:200], link)
+        yield Entry(lab, row.student, "pending", i.id, where_found(i.message)[:200], link)
     for kind, item, detail in _execution(report) if report else ():
         yield Entry(lab, row.student, kind, item, detail, link)
     for a in active.values():

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import GraderError
+from ..model import GradebookItem, Report
 from ..pipeline import find_course, open_submission, require_sandbox
 from ..rubric import load_rubric
 from .exports import write_report_atomically
@@ -192,16 +193,6 @@ def grade_job(job: Job, course: str | None = None, lab: str | None = None,
 
 
 # --------------------------------------------------------------------------- main side
-def _item(item: dict[str, Any]) -> dict[str, Any]:
-    """What the gradebook keeps of a report item; why, when a TA must review or grade it."""
-    kept = {"id": item["id"], "outcome": item["outcome"], "score": item["score"],
-            "max_score": item["max_score"], "visibility": item["visibility"],
-            "needs_review": bool(item.get("needs_review")), "error_kind": item.get("error_kind")}
-    if kept["needs_review"] or kept["outcome"] == "pending":
-        kept["message"] = str(item.get("message", ""))[:300]
-    return kept
-
-
 def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score: float,
          out: Path) -> Row:
     """The gradebook row of one result. A submission that could not be graded, or whose
@@ -216,12 +207,13 @@ def _row(job: Job, result: dict[str, Any], lab: str, rubric_sha: str, max_score:
                                    f"({type(exc).__name__}: {str(exc)[:500]}); needs review")
     if report is None:
         return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "error",
-                   0.0, max_score, [], error or "could not be graded; needs review", None,
+                   0.0, max_score, (), error or "could not be graded; needs review", None,
                    result.get("seconds"), None, job.source)
+    graded = Report.from_json(report)
     return Row(job.student, job.name, lab, job.sha256, rubric_sha, job.submitted, "graded",
-               float(report["score"]), float(report["max_score"]),
-               [_item(i) for i in report["items"]], "", str(path.relative_to(out)),
-               report["timings"]["total_s"], report["execution"].get("peak_rss_mb"), job.source)
+               float(graded.score), float(graded.max_score),
+               tuple(GradebookItem.of(i) for i in graded.items), "", str(path.relative_to(out)),
+               graded.timings["total_s"], graded.execution.get("peak_rss_mb"), job.source)
 
 
 def default_workers() -> int:

@@ -10,7 +10,6 @@ on the evaluation data gets no likelihood credit: its "NLL" is not a likelihood.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from .harness import together
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle
+from ..scoring import linear_credit
 from .compare import Tolerance, mismatch
 from .params import boolean, integer
 from .registry import CheckContext, Metric, Verdict, check
@@ -220,6 +220,5 @@ def check_ar_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     if why:
         return Verdict.failed(f"test NLL {value:.4g} nats is not a likelihood, so it earns "
                               f"nothing: {why}", **details)
-    fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (lo - value) / (lo - hi)))
-    return Verdict(fraction, f"test NLL {value:.6g} nats per image (full credit at <= {hi:g}, "
-                             f"none at >= {lo:g})", details=details)
+    return Verdict(linear_credit(value, lo, hi), f"test NLL {value:.6g} nats per image (full "
+                   f"credit at <= {hi:g}, none at >= {lo:g})", details=details)

@@ -15,20 +15,12 @@ import torch
 from ..data import digit_labels, digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle
+from ..scoring import linear_credit
 from .registry import CheckContext, Metric, Verdict, check
 
-__all__ = ["linear_credit", "accuracy_of"]
+__all__ = ["accuracy_of"]
 
 _CHUNK = 4096
-
-
-def linear_credit(value: float, zero_at: float, full_at: float) -> float:
-    """0 at ``zero_at``, 1 at ``full_at``, linear between and clipped; 0 for nan."""
-    if not math.isfinite(value):
-        return 0.0
-    if full_at == zero_at:
-        return 1.0 if value >= full_at else 0.0
-    return min(1.0, max(0.0, (value - zero_at) / (full_at - zero_at)))
 
 
 def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, list[float]]:

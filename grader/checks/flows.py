@@ -29,6 +29,7 @@ import torch
 
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
+from ..scoring import linear_credit
 from .harness import run_property, student_error, verdict_of
 from .numeric import jacobian_mismatch
 from .params import boolean, choice, integer, interval, list_of, number, string
@@ -573,9 +574,8 @@ def check_flow_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     if why:
         return Verdict.failed(f"test NLL {value:.4g} {label} is not a likelihood, so it earns "
                               f"nothing: {why}", **details)
-    fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (lo - value) / (lo - hi)))
-    return Verdict(fraction, f"test NLL {value:.5g} {label} (full credit at <= {hi:g}, none at "
-                             f">= {lo:g})", details=details)
+    return Verdict(linear_credit(value, lo, hi), f"test NLL {value:.5g} {label} (full credit "
+                   f"at <= {hi:g}, none at >= {lo:g})", details=details)
 
 
 def _verify(ctx: CheckContext, spec: dict[str, Any], model: Handle, x: torch.Tensor,

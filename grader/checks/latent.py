@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
+from ..scoring import linear_credit
 from .params import integer
 from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
 
@@ -207,9 +208,8 @@ def check_test_elbo(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
         return Verdict.failed(exc.message)
     value = float(elbo.mean())
     lo, hi = float(params["zero_at"]), float(params["full_at"])
-    fraction = 0.0 if not math.isfinite(value) else min(1.0, max(0.0, (value - lo) / (hi - lo)))
     details = {"test_elbo_nats": round(value, 4), "zero_at": lo, "full_at": hi,
                "images": len(x)}
     message = (f"test ELBO {value:.6g} nats per image (full credit at >= {hi:g}, none at "
                f"<= {lo:g})")
-    return Verdict(fraction, message, details=details)
+    return Verdict(linear_credit(value, lo, hi), message, details=details)

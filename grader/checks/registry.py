@@ -14,31 +14,12 @@ from typing import Any, Callable
 import torch
 
 from ..errors import MissingName, StudentException
+from ..model import Verdict
 from ..protocol import Handle, KernelProxy, Name
 from .params import Param, declarations
 
 __all__ = ["Verdict", "CheckContext", "PropertyFailure", "check", "REGISTRY", "CheckSpec",
            "Metric"]
-
-
-@dataclass
-class Verdict:
-    """What a check found. ``fraction`` in [0, 1] of the item's points is earned."""
-
-    fraction: float
-    message: str
-    counterexample: dict[str, Any] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    figures: list[dict[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def passed(cls, message: str, **details: Any) -> Verdict:
-        return cls(1.0, message, details=details)
-
-    @classmethod
-    def failed(cls, message: str, counterexample: dict[str, Any] | None = None,
-               **details: Any) -> Verdict:
-        return cls(0.0, message, counterexample=counterexample, details=details)
 
 
 class PropertyFailure(AssertionError):

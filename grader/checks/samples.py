@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data import digits
 from ..metrics import class_coverage, fid, memorisation
 from ..protocol import Attr, Name
+from ..scoring import linear_credit
 from .params import integer, number
 from .registry import CheckContext, Metric, Verdict, check
 
@@ -114,11 +115,10 @@ def check_sample_fid(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     real = _real(params)
     value = fid(real, x)
     zero, full = float(params["zero_at"]), float(params["full_at"])
-    fraction = min(1.0, max(0.0, (zero - value) / (zero - full)))
     figure = {"title": f"{min(len(x), 64)} samples (left) beside {min(len(real), 64)} test "
                        "digits (right)", "png_base64": sample_grid_png(x, real)}
-    return Verdict(fraction, f"sample FID {value:.2f} on {len(x)} samples (full credit at <= "
-                   f"{full:g}, none at >= {zero:g})",
+    return Verdict(linear_credit(value, zero, full), f"sample FID {value:.2f} on {len(x)} samples "
+                   f"(full credit at <= {full:g}, none at >= {zero:g})",
                    details={"fid": round(value, 3), "n": len(x), "full_at": full, "zero_at": zero},
                    figures=[figure])
 
