@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nbformat
 import pytest
@@ -13,6 +18,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @functools.lru_cache(maxsize=None)
+def reference_module(lab: str):  # type: ignore[no-untyped-def]
+    """``reference/LAB.py`` loaded by path, as the grader loads it (never installed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{lab}_reference",
+                                                  REPO / "reference" / f"{lab}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def validation(lab: str):  # type: ignore[no-untyped-def]
     """``grader validate LAB`` over every row (reference, template, variants, examples,
     mutants), graded once per test session, two at a time; rows keep their full reports."""
@@ -81,3 +97,27 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+@contextlib.contextmanager
+def grading_process(script: Path) -> Iterator[subprocess.Popen[str]]:
+    """``script`` run as a grading process by this Python (stdout a pipe), killed and reaped
+    when the test ends however it ends."""
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def sigkill_and_wait(proc: subprocess.Popen[str], still_there: Callable[[], bool],
+                     seconds: float = 10.0) -> None:
+    """SIGKILL ``proc``, reap it, and wait up to ``seconds`` for ``still_there()`` to end."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.time() + seconds
+    while still_there() and time.time() < deadline:
+        time.sleep(0.2)

@@ -7,7 +7,6 @@ the expected training step against the reference ``train_step`` run on the instr
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,12 @@ from grader.errors import StudentException
 from grader.instruments.gan import (ConstantGenerator, QuadraticCritic, UnitCritic,
                                     parameters_of, penalty_gradients, sgd)
 
+from conftest import reference_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _reference():
-    spec = importlib.util.spec_from_file_location("gan_ref", REPO / "reference" / "gan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _reference()
+R = reference_module("gan")
 
 
 def test_interpolation_weights_recover_one_e_per_row() -> None:

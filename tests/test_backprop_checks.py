@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -15,18 +14,12 @@ from grader.scoring import linear_credit
 from grader.checks.gradients import (elementwise_rel_error, judge_gradients, normwise_rel_error,
                                      reference_gradients)
 
+from conftest import reference_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _reference():
-    path = REPO / "reference" / "backprop.py"
-    spec = importlib.util.spec_from_file_location("backprop_ref", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _reference()
+R = reference_module("backprop")
 
 
 def test_kinds_are_registered() -> None:

@@ -9,7 +9,6 @@ against the published values (diffusers' DDPM scheduler test).
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -24,18 +23,12 @@ from grader.protocol import Name
 from grader.rubric import load_rubric
 from grader.instruments.diffusion import GaussianDenoiser, PointMassDenoiser, recorded_steps
 
+from conftest import reference_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _reference():
-    spec = importlib.util.spec_from_file_location("diffusion_ref",
-                                                  REPO / "reference" / "diffusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _reference()
+R = reference_module("diffusion")
 BETAS = R.linear_beta_schedule(1000)
 
 

@@ -3,7 +3,6 @@ flow instruments: finite-difference Jacobians, log-determinant verdicts, grids."
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,17 +15,12 @@ from grader.checks.numeric import central_jacobian
 from grader.instruments.basic import redraw_parameters
 from grader.instruments.flow import Jacobian
 
+from conftest import reference_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _reference():
-    spec = importlib.util.spec_from_file_location("flow_ref", REPO / "reference" / "flow.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _reference()
+R = reference_module("flow")
 
 
 def _coupling(dim: int = 5, seed: int = 0):

@@ -10,7 +10,6 @@ two subtle bugs. Each check must judge them by what they return, nothing else.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,12 @@ from grader.checks.latent import _ELBO_ROWS
 from grader.checks.registry import REGISTRY, CheckContext
 from grader.protocol import Attr, Handle, Name
 
+from conftest import reference_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _reference() -> Any:
-    spec = importlib.util.spec_from_file_location("vae_reference", REPO / "reference/vae.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-R = _reference()
+R = reference_module("vae")
 
 
 class _InProcessKernel:

@@ -14,7 +14,7 @@ import pytest
 from grader.execute import ExecutionRecord, run_notebook
 from grader.protocol import KernelProxy, Name
 from grader.sandbox import KernelSession, Limits, check_sandbox
-from conftest import processes_with
+from conftest import grading_process, processes_with, sigkill_and_wait
 
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parent.parent
@@ -211,9 +211,6 @@ def test_output_flood_is_capped() -> None:
 
 def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
     """SIGKILL the grading process: its kernel and everything the kernel started go too."""
-    import signal
-    import subprocess
-    import sys
 
     marker = "424242.75"
     script = tmp_path / "grader_proc.py"
@@ -223,20 +220,11 @@ def test_the_kernel_dies_with_the_grader(tmp_path: Path) -> None:
         "s.client.execute_interactive(\"import subprocess; p = subprocess.Popen(['sleep', '%s'], "
         "start_new_session=True)\", timeout=120)\n"
         "print('ready', flush=True)\nimport time; time.sleep(600)\n" % marker)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
+    with grading_process(script) as proc:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         assert processes_with(marker)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        deadline = time.time() + 10
-        while processes_with(marker) and time.time() < deadline:
-            time.sleep(0.2)
+        sigkill_and_wait(proc, lambda: bool(processes_with(marker)))
         assert not processes_with(marker)
-    finally:
-        proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
 
 
 def test_instruments_are_built_in_the_kernel_and_unknown_names_refused() -> None:

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from grader.sandbox import KernelSession, Limits
 from grader.sandbox.zygote import ForkedKernel, shared_zygote, zygote_failure
-from conftest import processes_with
+from conftest import grading_process, processes_with, sigkill_and_wait
 
 pytestmark = pytest.mark.kernel
 LIMITS = Limits(cell_timeout_s=20, total_timeout_s=60)
@@ -139,24 +135,15 @@ def test_killing_the_grader_kills_the_template_and_its_kernels(tmp_path: Path) -
         "'%s'], start_new_session=True)\", timeout=120)\n"
         "pids = [shared_zygote().pid] + [s.km.provisioner.process.pid for s in sessions]\n"
         "print(' '.join(map(str, pids)), flush=True)\nimport time; time.sleep(600)\n" % marker)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
+    with grading_process(script) as proc:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3 and all(Path(f"/proc/{p}").exists() for p in pids)
         assert len(processes_with(marker)) == 2
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        deadline = time.time() + 10
-        while time.time() < deadline and (processes_with(marker) or any(
-                Path(f"/proc/{p}").exists() for p in pids)):
-            time.sleep(0.2)
+        sigkill_and_wait(proc, lambda: bool(processes_with(marker) or any(
+            Path(f"/proc/{p}").exists() for p in pids)))
         assert not processes_with(marker)
         assert not [p for p in pids if Path(f"/proc/{p}").exists()]
-    finally:
-        proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
 
 
 def test_a_file_name_that_is_a_path_is_refused_before_the_kernel_starts(

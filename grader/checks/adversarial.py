@@ -187,6 +187,28 @@ def _in_precision(state: dict[str, Any], run: Callable[[torch.dtype], None]) -> 
     run(torch.float32)
 
 
+class _InPrecision:
+    """The property ``run(example, dtype)`` on each example, in float64 until the student's
+    code refuses it, then in float32 from there on (:func:`_in_precision`)."""
+
+    def __init__(self, run: Callable[[dict[str, int], torch.dtype], None]) -> None:
+        self.run, self.state = run, {}
+
+    def __call__(self, ex: dict[str, int]) -> None:
+        _in_precision(self.state, lambda dtype: self.run(ex, dtype))
+
+    def note(self) -> str:
+        return _precision_note(self.state)
+
+
+def _batches_and_seeds(params: dict[str, Any], default: list[int]
+                       ) -> st.SearchStrategy[dict[str, int]]:
+    """Examples ``{"batch", "seed"}``: a batch size in ``dims.B`` (default ``default``)."""
+    lo, hi = params.get("dims", {}).get("B", default)
+    return st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
+                                  "seed": st.integers(0, 2**16)})
+
+
 def _raised(exc: StudentException, dtype: torch.dtype, shown: dict[str, Any]) -> Exception:
     """The failure to raise for an exception of the student's code (float64: retry first)."""
     if dtype == torch.float64:
@@ -215,15 +237,8 @@ def check_interpolation_penalty(ctx: CheckContext, params: dict[str, Any]) -> Ve
     ctx.require(fn)
     verify = set(params.get("verify", ["interpolates", "value", "graph"]))
     shape = tuple(int(s) for s in params.get("shape", [1, 8, 8]))
-    lo, hi = params.get("dims", {}).get("B", [2, 8])
     rtol, atol = float(params.get("rtol", 1e-5)), float(params.get("atol", 1e-7))
-    strategy = st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
-                                      "seed": st.integers(0, 2**16)})
-
-    state: dict[str, Any] = {}
-
-    def prop(ex: dict[str, int]) -> None:
-        _in_precision(state, lambda dtype: run(ex, dtype))
+    strategy = _batches_and_seeds(params, [2, 8])
 
     def run(ex: dict[str, int], dtype: torch.dtype) -> None:
         case = {k: v.to(dtype) for k, v in penalty_case(ex["batch"], shape, ex["seed"]).items()}
@@ -252,9 +267,10 @@ def check_interpolation_penalty(ctx: CheckContext, params: dict[str, Any]) -> Ve
         if "graph" in verify:
             _check_graph(ctx, critic, penalty, x_hat, case, shown, rtol, atol)
 
+    prop = _InPrecision(run)
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 8)))
     return _verdict(failure, tried, f"penalty right on {tried} generated batches ("
-                    f"{', '.join(sorted(verify))}){_precision_note(state)}")
+                    f"{', '.join(sorted(verify))}){prop.note()}")
 
 
 def _factor_note(value: float | None, expected: float) -> str:
@@ -339,14 +355,7 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
     lr, latent = float(params.get("lr", 0.1)), int(params.get("latent_dim", 3))
     steps = int(params.get("steps", 2))
     rtol, atol = float(params.get("rtol", 1e-5)), float(params.get("atol", 1e-7))
-    lo, hi = params.get("dims", {}).get("B", [1, 8])
-    strategy = st.fixed_dictionaries({"batch": st.integers(int(lo), int(hi)),
-                                      "seed": st.integers(0, 2**16)})
-
-    state: dict[str, Any] = {}
-
-    def prop(ex: dict[str, int]) -> None:
-        _in_precision(state, lambda dtype: run(ex, dtype))
+    strategy = _batches_and_seeds(params, [1, 8])
 
     def run(ex: dict[str, int], dtype: torch.dtype) -> None:
         case = {k: v.to(dtype) for k, v in train_step_case(ex["batch"], shape, ex["seed"]).items()}
@@ -381,9 +390,10 @@ def check_adversarial_train_step(ctx: CheckContext, params: dict[str, Any]) -> V
         # the three settings on their own networks, batched; the first failure in order
         gather([functools.partial(setting, *config) for config in _CONFIGS])
 
+    prop = _InPrecision(run)
     tried, failure = run_property(strategy, prop, int(params.get("max_examples", 4)))
     return _verdict(failure, tried, f"one D then one G SGD step, exact, on {tried} generated "
-                    f"batches x 3 learning-rate settings{_precision_note(state)}")
+                    f"batches x 3 learning-rate settings{prop.note()}")
 
 
 def _ordinal(n: int) -> str:

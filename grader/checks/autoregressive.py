@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .harness import together
-from ..data import digits
+from .harness import digits_data, rubric_model, together
 from ..errors import StudentException
 from ..protocol import Attr, Handle
 from ..scoring import linear_credit
@@ -28,17 +27,6 @@ from .registry import CheckContext, Metric, Verdict, check
 __all__ = ["bernoulli_log_prob", "poisson_binomial_pvalues"]
 
 _CHUNK = 4096
-
-
-def _model(ctx: CheckContext, params: dict[str, Any]) -> Handle:
-    spec = params.get("model", {"class": "PixelAR", "checkpoint": None})
-    return ctx.model(spec)
-
-
-def _data(params: dict[str, Any]) -> torch.Tensor:
-    spec = params.get("data", {})
-    x = digits(spec.get("split", "test"), spec.get("form", "binary"))
-    return x[:int(spec.get("n", len(x)))]
 
 
 def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -93,8 +81,8 @@ def causality_violation(ctx: CheckContext, model: Handle, x: torch.Tensor,
        types={"random": integer(min=0)})
 def check_ar_log_prob(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """``log_prob(x)`` equals the Bernoulli log-likelihood of x under the model's own logits."""
-    model = _model(ctx, params)
-    x = _data(params)
+    model = rubric_model(ctx, params, "PixelAR")
+    x = digits_data(params)
     n_random = int(params.get("random", 32))
     gen = torch.Generator().manual_seed(ctx.seed)
     rand = torch.bernoulli(torch.full((n_random, *x.shape[1:]), 0.5), generator=gen)
@@ -159,7 +147,7 @@ def check_ar_sample_consistency(ctx: CheckContext, params: dict[str, Any]) -> Ve
     rather than the rubric's per-call limit: 64 sequential passes over n images is slow for
     a correct PixelCNN on a busy machine.
     """
-    model = _model(ctx, params)
+    model = rubric_model(ctx, params, "PixelAR")
     n, alpha = int(params.get("n", 2000)), float(params.get("alpha", 1e-6))
     try:
         samples = ctx.kernel.call(Attr(model, params.get("method", "sample")), n, seed=ctx.seed,
@@ -207,8 +195,8 @@ def check_ar_sample_consistency(ctx: CheckContext, params: dict[str, Any]) -> Ve
 def check_ar_test_nll(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """Test NLL (nats per image) computed by the grader from the model's logits, credited
     linearly from ``zero_at`` (0) to ``full_at`` (1); no credit when the logits are not causal."""
-    model = _model(ctx, params)
-    x = _data(params)
+    model = rubric_model(ctx, params, "PixelAR")
+    x = digits_data(params)
     lo, hi = float(params["zero_at"]), float(params["full_at"])
     try:
         logits = logits_of(ctx, model, x)

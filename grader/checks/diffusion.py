@@ -22,7 +22,7 @@ from ..errors import StudentException
 from ..protocol import Back, Call, Get, Name
 from ..report.values import text as show
 from .compare import Tolerance, mismatch, normal_moment_test
-from .harness import run_property
+from .harness import known_values_verdict, run_property
 from .params import choice, integer, interval, list_of, mapping, number, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
 
@@ -167,11 +167,7 @@ def check_diffusion_known_values(ctx: CheckContext, params: dict[str, Any]) -> V
             notes.append(why)
         else:
             passed += 1
-    total = len(params["cases"])
-    if passed == total:
-        return Verdict.passed(f"all {total} known values right")
-    return Verdict(passed / total, f"{total - passed} of {total} known values wrong: " +
-                   "; ".join(notes), details={"passed": passed, "total": total})
+    return known_values_verdict(passed, len(params["cases"]), notes)
 
 
 # ----------------------------------------------------------------------------- forward moments

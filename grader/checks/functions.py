@@ -19,8 +19,9 @@ from ..errors import StudentException
 from ..protocol import Attr, Handle
 from ..report.values import text as show
 from .compare import Tolerance, broadcast_outputs, mismatch, normal_moment_test
-from .harness import (arg_names, choose_precision, examples, infer_dims, judge_with_float32_retry,
-                      preflight, run_property, student_error, target, tensors, verdict_of)
+from .harness import (arg_names, call_on_example, choose_precision, examples, infer_dims,
+                      judge_with_float32_retry, known_values_verdict, preflight, run_property,
+                      student_error, target, tensors, verdict_of)
 from .params import LITERAL_INPUTS, SIZE, anything, list_of, mapping, one_of, string
 from .registry import CheckContext, PropertyFailure, Verdict, check
 
@@ -53,12 +54,7 @@ def check_matches_reference(ctx: CheckContext, params: dict[str, Any]) -> Verdic
         return broadcast_outputs(actual, expected, tuple(example[like].shape))
 
     def run(example: dict[str, Any], precision: str) -> Any:
-        dtype = torch.float64 if precision == "float64" else torch.float32
-        try:
-            fn = target(ctx, params, infer_dims(example, params), precision)
-            return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
-        except StudentException as exc:
-            raise student_error(exc, example) from None
+        return call_on_example(ctx, params, example, precision)
 
     def prop(example: dict[str, Any]) -> None:
         if "precision" not in state:
@@ -155,11 +151,7 @@ def check_known_values(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
             notes.append(f"{label}: {why}")
         else:
             passed += 1
-    total = len(params["cases"])
-    if passed == total:
-        return Verdict.passed(f"all {total} known values right")
-    return Verdict(passed / total, f"{total - passed} of {total} known values wrong: " +
-                   "; ".join(notes), details={"passed": passed, "total": total})
+    return known_values_verdict(passed, len(params["cases"]), notes)
 
 
 @check("output_bounds", required=("inputs",), optional=(*_TARGET, "dims", "args", "min", "max",

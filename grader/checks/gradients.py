@@ -34,8 +34,8 @@ import torch
 from ..errors import StudentException
 from ..report.values import text as show
 from .compare import Tolerance, mismatch
-from .harness import (arg_names, choose_precision, examples, infer_dims, preflight, run_property,
-                      student_error, target, tensors, verdict_of)
+from .harness import (arg_names, call_on_example, choose_precision, examples, preflight,
+                      run_property, target, tensors, verdict_of)
 from .numeric import gradient_mismatch
 from .params import LITERAL_INPUTS
 from .registry import CheckContext, PropertyFailure, Verdict, check
@@ -142,12 +142,7 @@ def check_backward_pass(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
             state["precision"] = choose_precision(ctx, params, example)
 
         def run(precision: str) -> Any:
-            dtype = torch.float64 if precision == "float64" else torch.float32
-            try:
-                fn = target(ctx, params, infer_dims(example, params), precision)
-                return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
-            except StudentException as exc:
-                raise student_error(exc, example) from None
+            return call_on_example(ctx, params, example, precision)
 
         fwd_args = tensors(example, {**params, "args": fwd_names}, torch.float64)
         cot = tensors(example, {**params, "args": [cot_name]}, torch.float64)[0]

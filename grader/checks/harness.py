@@ -27,7 +27,8 @@ from .strategies import input_sets, keyed, run_property
 
 __all__ = ["target", "preflight", "examples", "infer_dims", "tensors", "arg_names",
            "student_error", "verdict_of", "choose_precision", "judge_with_float32_retry",
-           "run_property", "gather", "together", "mismatch", "Tolerance"]
+           "run_property", "gather", "together", "mismatch", "Tolerance", "rubric_model",
+           "digits_data", "known_values_verdict", "call_on_example"]
 
 
 def arg_names(params: dict[str, Any]) -> list[str]:
@@ -170,3 +171,39 @@ def judge_with_float32_retry(actual: Any, expected: Any, params: dict[str, Any],
     if mismatch(rerun, expected, Tolerance.of(params, "float32")) is None:
         return None, True
     return why, False
+
+
+def rubric_model(ctx: CheckContext, params: dict[str, Any], default_class: str) -> Handle:
+    """The student's model as ``params["model"]`` names it (class and checkpoint), by default
+    ``default_class`` with no checkpoint."""
+    return ctx.model(params.get("model", {"class": default_class, "checkpoint": None}))
+
+
+def digits_data(params: dict[str, Any], form: str = "binary") -> torch.Tensor:
+    """The embedded digits ``params["data"]`` asks for: ``split`` (default test), ``form``
+    and the first ``n`` images (default all)."""
+    from ..data import digits
+
+    spec = params.get("data", {})
+    x = digits(spec.get("split", "test"), spec.get("form", form))
+    return x[:int(spec.get("n", len(x)))]
+
+
+def known_values_verdict(passed: int, total: int, notes: list[str]) -> Verdict:
+    """Credit for fixed cases: the share right, each wrong one named."""
+    if passed == total:
+        return Verdict.passed(f"all {total} known values right")
+    return Verdict(passed / total, f"{total - passed} of {total} known values wrong: " +
+                   "; ".join(notes), details={"passed": passed, "total": total})
+
+
+def call_on_example(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
+                    precision: str) -> Any:
+    """The student's function (:func:`target`) on ``example``'s tensors in ``precision``
+    (``"float64"`` or ``"float32"``); a raise becomes a failure that shows the example."""
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    try:
+        fn = target(ctx, params, infer_dims(example, params), precision)
+        return ctx.kernel.call(fn, *tensors(example, params, dtype), seed=ctx.seed)
+    except StudentException as exc:
+        raise student_error(exc, example) from None

@@ -19,27 +19,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import digits
 from ..errors import StudentException
 from ..protocol import Attr, Handle, Name
 from ..scoring import linear_credit
+from .harness import digits_data, rubric_model
 from .params import integer
 from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
 
 _CHUNK = 16384
 _ELBO_ROWS = 512          # rows per call of the student's ``elbo`` (see _student_elbos)
-
-
-def _model(ctx: CheckContext, params: dict[str, Any]) -> Handle:
-    spec = params.get("model", {"class": "VAE", "checkpoint": None})
-    return ctx.model(spec)
-
-
-def _data(params: dict[str, Any]) -> torch.Tensor:
-    spec = params.get("data", {})
-    x = digits(spec.get("split", "test"), spec.get("form", "binary"))
-    n = int(spec.get("n", len(x)))
-    return x[:n]
 
 
 def encode(ctx: CheckContext, model: Handle, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,8 +124,8 @@ def _student_elbos(ctx: CheckContext, fn: str, model: Handle, x: torch.Tensor, r
 def check_elbo_estimator(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The student's one-sample ELBO averages to the grader's ELBO of the same networks."""
     ctx.require(params["function"])
-    model = _model(ctx, params)
-    x = _data(params)
+    model = rubric_model(ctx, params, "VAE")
+    x = digits_data(params)
     reps, z_crit = int(params.get("repeats", 64)), float(params.get("z", 5.0))
     atol = float(params.get("atol", 0.05))
     try:
@@ -175,8 +163,8 @@ def check_elbo_estimator(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
 @check("likelihood_bounds", optional=("model", "data", "samples", "z"))
 def check_likelihood_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The grader's ELBO <= its importance-weighted bound (K samples) <= 0, on test data."""
-    model = _model(ctx, params)
-    x = _data(params)
+    model = rubric_model(ctx, params, "VAE")
+    x = digits_data(params)
     samples, z_crit = int(params.get("samples", 256)), float(params.get("z", 5.0))
     try:
         elbo, iwae = grader_bounds(ctx, model, x, samples)
@@ -200,8 +188,8 @@ def check_likelihood_bounds(ctx: CheckContext, params: dict[str, Any]) -> Verdic
        metric=Metric("test_elbo_nats", True))
 def check_test_elbo(ctx: CheckContext, params: dict[str, Any]) -> Verdict:
     """The grader's ELBO on the test split, credited linearly between calibrated anchors."""
-    model = _model(ctx, params)
-    x = _data(params)
+    model = rubric_model(ctx, params, "VAE")
+    x = digits_data(params)
     try:
         elbo, _ = grader_bounds(ctx, model, x, int(params.get("samples", 16)))
     except PropertyFailure as exc:
