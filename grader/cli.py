@@ -157,8 +157,16 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--title", help="the lab's title")
     new.add_argument("--course", help="course folder (default: the current folder)")
 
-    build = sub.add_parser("build", help="template and reference from reference/LAB.ipynb")
+    build = sub.add_parser("build", help="template, reference, examples from reference/LAB.ipynb")
     build.add_argument("lab")
+    build.add_argument("--checkpoints", action="store_true",
+                       help="then train, in the sandbox, the solution's checkpoints and those of "
+                            "every example declared `checkpoints: trained`")
+    build.add_argument("--only", action="append", metavar="NAME",
+                       help="with --checkpoints: train only this one (`solution` or an example "
+                            "or variant name); repeatable")
+    build.add_argument("--timeout", type=float, default=3600, metavar="S",
+                       help="with --checkpoints: seconds one notebook may train (default 3600)")
     build.add_argument("--course", help="course folder (default: the current folder)")
 
     lint = sub.add_parser("lint", help="check rubrics: names, anchors, points")
@@ -342,6 +350,18 @@ def _build(args: argparse.Namespace, console: Console) -> int:
     course = find_course(args.course)
     for path in build_lab(course, args.lab):
         console.print(f"wrote {path.relative_to(course)}")
+    if args.only and not args.checkpoints:
+        raise CourseError("--only names what --checkpoints trains; add --checkpoints")
+    if args.checkpoints:
+        from .authoring.train import train_checkpoints
+
+        with console.status("training…") as status:
+            done = train_checkpoints(course, args.lab, only=set(args.only or ()),
+                                     timeout_s=args.timeout,
+                                     progress=lambda msg: status.update(msg))
+        for run in done:
+            console.print(f"trained {run.name} in {run.seconds:.1f} s: " + ", ".join(
+                str(p.relative_to(course)) for p in run.files), highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

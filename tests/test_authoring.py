@@ -11,6 +11,7 @@ import pytest
 
 from grader.authoring import (ReleaseRefused, build_lab, lint, new_lab, release, scan_kit,
                               split_solution, validate)
+from grader.authoring.scaffold import built_files
 from grader.cli import main
 from grader.errors import CourseError
 from grader.rubric import load_rubric
@@ -367,10 +368,27 @@ def test_recorded_answers_refuse_what_is_not_theirs(tmp_path: Path) -> None:
         RecordedReference(path)
 
 
-@pytest.mark.parametrize("lab", LABS)
+BUILT = [lab for lab in LABS if (REPO / "reference" / f"{lab}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("lab", BUILT)
+def test_every_notebook_of_a_built_lab_is_what_grader_build_writes(lab: str) -> None:
+    """Template, reference module, examples and variants: byte for byte what `grader build`
+    derives from reference/LAB.ipynb and the patches, the same on every build; and the lab
+    ships no notebook that build does not write."""
+    files = built_files(REPO, lab)
+    assert built_files(REPO, lab) == files
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path} differs from what `grader build {lab}` writes"
+    shipped = set((REPO / "assignments" / lab).rglob("*.ipynb"))
+    assert shipped == {p for p in files if p.suffix == ".ipynb"}
+
+
+@pytest.mark.parametrize("lab", [lab for lab in LABS if lab not in BUILT])
 def test_template_and_examples_rebuild_byte_for_byte(lab: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """The committed template and example notebooks are what their scripts write."""
+    """The committed template and example notebooks are what their scripts write (the labs
+    not yet converted to a solution notebook)."""
     import importlib
     import sys
 
