@@ -253,6 +253,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    import tempfile
+
+    from .authoring.examples import staged_examples
     from .batch import run_batch
     from .batch.ingest import slug
     from .pipeline import find_course
@@ -277,12 +280,17 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
                          lab: str = lab) -> None:
                 bar.update(task, completed=done, total=total, description=f"{lab}: {message}"[:60])
 
-            examples = course / "assignments" / lab / "examples"
-            result = run_batch(examples, lab, out / lab, course=course, workers=args.workers,
-                               regrade=True, sandbox=not args.unsafe_no_sandbox,
-                               progress=progress)
+            with tempfile.TemporaryDirectory(prefix=f"grader-demo-{lab}-") as tmp:
+                # examples that share the solution's checkpoints are graded with copies of
+                # reference/checkpoints/ beside them (grader/authoring/examples.py)
+                examples = staged_examples(course / "assignments" / lab / "examples",
+                                           Path(tmp))
+                result = run_batch(examples, lab, out / lab, course=course,
+                                   workers=args.workers, regrade=True,
+                                   sandbox=not args.unsafe_no_sandbox, progress=progress)
             review |= bool(result.needs_review)
-            for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+            names = course / "assignments" / lab / "examples"
+            for folder in sorted(p for p in names.iterdir() if p.is_dir()):
                 path = out / lab / "students" / slug(folder.name) / "report.json"
                 if not path.is_file():
                     table.add_row(lab, folder.name, "error", "could not be graded (see "

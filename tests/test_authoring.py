@@ -11,6 +11,7 @@ import pytest
 
 from grader.authoring import (ReleaseRefused, build_lab, lint, new_lab, release, scan_kit,
                               split_solution, validate)
+from grader.authoring.examples import submission_folder
 from grader.authoring.scaffold import built_files
 from grader.cli import main
 from grader.errors import CourseError
@@ -327,7 +328,8 @@ def test_a_kit_checks_submissions_like_the_course_does_without_the_reference(
     # backward_pass differentiates through the reference: not replayable, left out
     assert "linear_backward" not in kit_items and "softmax_stable" in kit_items
     assert "checked when graded" in (kit / "README.md").read_text()
-    for example in sorted((REPO / "assignments" / "backprop" / "examples").glob("*/")):
+    for folder in sorted((REPO / "assignments" / "backprop" / "examples").glob("*/")):
+        example = submission_folder(folder, tmp_path / "staged")   # the solution's mlp.pt
         course_report = grade(example, public_only=True)
         kit_report = grade(example, course=kit, public_only=True)
         course_outcomes = {i["id"]: i["outcome"] for i in course_report["items"]}

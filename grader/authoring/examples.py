@@ -38,7 +38,7 @@ from ..rubric import load_rubric
 from .expected import _breaks, _yaml
 
 __all__ = ["Edit", "NotebookPatch", "load_notebook_patches", "shares_solution_checkpoints",
-           "submission_folder", "CHECKPOINT_SOURCES"]
+           "copy_submission", "submission_folder", "staged_examples", "CHECKPOINT_SOURCES"]
 
 CHECKPOINT_SOURCES = ("solution", "trained")
 _EDIT_KEYS = ({"find", "replace"}, {"cell", "find", "replace"}, {"cell", "source"})
@@ -162,22 +162,38 @@ def shares_solution_checkpoints(folder: Path) -> bool:
     return patch is not None and patch.checkpoints == "solution"
 
 
-def submission_folder(folder: Path, scratch: Path) -> Path:
-    """The folder to grade for an example or variant: itself, or, where it shares the
-    solution's checkpoints, a copy in ``scratch`` with ``reference/checkpoints/``'s beside."""
-    if not shares_solution_checkpoints(folder):
-        return folder
-    course, lab, kind = _lab_of(folder.resolve())  # type: ignore[misc]
-    rubric = load_rubric(course / "rubrics" / f"{lab}.yaml")
-    out = scratch / kind / folder.name
-    out.mkdir(parents=True, exist_ok=True)
+def copy_submission(folder: Path, to: Path) -> Path:
+    """A complete copy of the example or variant in ``folder`` at ``to`` (a new folder): its
+    files, and the solution's checkpoints where it shares them."""
+    to.mkdir(parents=True)
+    shared = shares_solution_checkpoints(folder)
+    names: tuple[str, ...] = ()
+    if shared:
+        course, lab, _ = _lab_of(folder.resolve())  # type: ignore[misc]
+        names = load_rubric(course / "rubrics" / f"{lab}.yaml").checkpoints
     for path in folder.iterdir():
-        if path.is_file() and path.name not in rubric.checkpoints:
-            shutil.copyfile(path, out / path.name)
-    for name in rubric.checkpoints:
+        if path.is_file() and path.name not in names:
+            shutil.copyfile(path, to / path.name)
+    for name in names:
         source = course / "reference" / "checkpoints" / name
         if not source.is_file():
             raise CourseError(f"{source}: the solution's checkpoint is missing, and "
                               f"{folder} shares it; run `grader build {lab} --checkpoints`")
-        shutil.copyfile(source, out / name)
-    return out
+        shutil.copyfile(source, to / name)
+    return to
+
+
+def submission_folder(folder: Path, scratch: Path) -> Path:
+    """The folder to grade for an example or variant: itself, or, where it shares the
+    solution's checkpoints, a complete copy in ``scratch``."""
+    if not shares_solution_checkpoints(folder):
+        return folder
+    return copy_submission(folder, scratch / folder.parent.name / folder.name)
+
+
+def staged_examples(examples: Path, scratch: Path) -> Path:
+    """A lab's ``examples/`` as a class to grade: a complete copy of each example folder
+    under ``scratch`` (the patches and the README beside them are no submissions)."""
+    for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+        copy_submission(folder, scratch / folder.name)
+    return scratch
