@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from ..errors import CourseError
-from ..rubric import load_rubric
 from .examples import load_notebook_patches, shares_solution_checkpoints
 from .markers import PARAMETERS_SOURCE, Split, solution_submission, split_solution
 
@@ -241,8 +241,10 @@ def build_lab(course: Path, lab: str) -> list[Path]:
     patches; returns the files written. A folder that shares the solution's checkpoints
     loses any stale copy of them (it is graded with ``reference/checkpoints/``)."""
     files = built_files(course, lab)
-    rubric = course / "rubrics" / f"{lab}.yaml"
-    checkpoints = load_rubric(rubric).checkpoints if rubric.is_file() else ()
+    rubric = course / "rubrics" / f"{lab}.yaml"     # only its checkpoints: it may be a draft
+    doc = yaml.safe_load(rubric.read_text()) if rubric.is_file() else None
+    checkpoints = [str(c) for c in (doc or {}).get("checkpoints") or []] \
+        if isinstance(doc, dict) else []
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
