@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -417,3 +418,117 @@ def test_template_and_examples_rebuild_byte_for_byte(lab: str, monkeypatch: pyte
     assert set(written) == notebooks
     for path, text in written.items():
         assert path.read_text() == text, f"{path} differs from what its script writes"
+
+
+# --- one solution notebook: lecturer code cells, cell ids, patches, checkpoint sources ----
+
+def _tiny_solution() -> nbformat.NotebookNode:
+    nb = notebook(("code", "import torch"),
+                  ("code", "def forward(x):\n    return torch.clamp(x, min=0)"),
+                  ("markdown", "staff only"),
+                  ("code", "def f(x):\n    ### BEGIN SOLUTION\n    return forward(x) * 2\n"
+                           "    ### END SOLUTION"),
+                  ("code", "EPOCHS = 3"))
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = ["imports", "helper", "note", "f", "config"][i]
+    for i in (1, 2):
+        nb.cells[i].metadata["tags"] = ["lecturer"]
+    return nb
+
+
+def test_a_lecturer_code_cell_reaches_the_reference_and_never_the_template() -> None:
+    split = split_solution(_tiny_solution(), "tiny")
+    assert "def forward(x):" in split.reference and "staff only" not in split.reference
+    template = nbformat.writes(split.template)
+    assert "torch.clamp" not in template and "staff only" not in template
+    assert [c["id"] for c in split.template.cells] == ["parameters", "imports", "f", "config"]
+    assert nbformat.writes(split_solution(_tiny_solution(), "tiny").template) == template
+
+
+def _patch(tmp_path: Path, doc: dict, kind: str = "examples") -> Path:
+    import yaml
+
+    path = tmp_path / "tiny" / kind / "p.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_patch_edits_the_students_version_by_text_or_by_cell(tmp_path: Path) -> None:
+    from grader.authoring.examples import load_notebook_patches
+    from grader.authoring.markers import solution_submission
+
+    student = solution_submission(_tiny_solution())
+    _patch(tmp_path, {"checkpoints": "trained", "breaks": {"a": "x"}, "patch": [
+        {"find": "* 2", "replace": "* 3"}, {"cell": "config", "source": "EPOCHS = 1\n"}]})
+    [patch] = load_notebook_patches(tmp_path / "tiny", {"a"})
+    out = patch.apply(student)
+    assert [c.source for c in out.cells if c.get("id") in ("f", "config")] == [
+        "def f(x):\n    return forward(x) * 3", "EPOCHS = 1"]
+    assert "* 2" in student.cells[2].source                  # the solution is untouched
+    assert (patch.folder, patch.breaks, patch.checkpoints) == (
+        tmp_path / "tiny" / "examples" / "p", {"a": "x"}, "trained")
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"checkpoints": "solution", "patch": [{"find": "x", "replace": "y"}]}, "occurs 2 times"),
+    ({"checkpoints": "solution", "patch": [{"cell": "nope", "source": ""}]}, "no cell `nope`"),
+    ({"patch": [{"find": "* 2", "replace": "* 3"}]}, "`checkpoints` is None"),
+    ({"checkpoints": "solution", "patch": [{"find": "* 2"}]}, "`patch` must be a list"),
+])
+def test_a_malformed_patch_names_its_file_and_the_fix(tmp_path: Path, doc: dict,
+                                                      message: str) -> None:
+    from grader.authoring.examples import load_notebook_patches
+    from grader.authoring.markers import solution_submission
+
+    path = _patch(tmp_path, doc)
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        for patch in load_notebook_patches(tmp_path / "tiny"):
+            patch.apply(solution_submission(_tiny_solution()))
+    assert str(path) in str(info.value)
+
+
+def test_a_notebook_variant_keeps_every_point(tmp_path: Path) -> None:
+    from grader.authoring import load_variants
+
+    _patch(tmp_path, {"of": "notebook", "checkpoints": "trained", "breaks": {"a": ""},
+                      "patch": [{"find": "* 2", "replace": "+ x"}]}, kind="variants")
+    with pytest.raises(CourseError, match="a variant must keep every point"):
+        load_variants(tmp_path / "tiny")
+
+
+def test_an_example_sharing_the_solutions_checkpoint_is_graded_with_it(tmp_path: Path) -> None:
+    from grader.authoring.examples import (copy_submission, shares_solution_checkpoints,
+                                           submission_folder)
+
+    examples = REPO / "assignments" / "backprop" / "examples"
+    assert shares_solution_checkpoints(examples / "correct")
+    assert shares_solution_checkpoints(examples / "bug_grad_w_transposed")
+    assert not shares_solution_checkpoints(examples / "different")
+    assert not (examples / "correct" / "mlp.pt").exists()
+    assert submission_folder(examples / "different", tmp_path) == examples / "different"
+    staged = submission_folder(examples / "correct", tmp_path)
+    assert (staged / "mlp.pt").read_bytes() == (
+        REPO / "reference" / "checkpoints" / "mlp.pt").read_bytes()
+    assert not shares_solution_checkpoints(copy_submission(staged, tmp_path / "elsewhere"))
+
+
+def test_the_trainer_stores_only_a_state_dict(tmp_path: Path) -> None:
+    import io
+
+    import torch
+
+    from grader.authoring.train import _state_dict
+
+    def saved(obj: object) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    _state_dict(saved({"w": torch.ones(2)}), "ok")
+    with pytest.raises(CourseError, match="not a state_dict"):
+        _state_dict(saved({"w": 1.0}), "floats")
+    with pytest.raises(CourseError, match="weights_only=True"):
+        _state_dict(saved(torch.nn.Linear(1, 1)), "a whole module")
+    with pytest.raises(CourseError, match="weights_only=True"):
+        _state_dict(b"not a checkpoint", "junk")

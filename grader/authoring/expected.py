@@ -163,17 +163,15 @@ def load_variants(lab_dir: Path) -> list[Variant]:
     A ``NAME.yaml`` with ``of: notebook`` patches the solution notebook (grader/authoring/
     examples.py): the variant is the folder ``grader build`` writes, ``NAME/``.
     """
+    from .examples import load_notebook_patches
+
     root = lab_dir / "variants"
-    out = []
-    built = {root / f"{p.stem}" for p in root.glob("*.yaml")
-             if isinstance(doc := _yaml(p), dict) and doc.get("of") == "notebook"}
+    built = {p.folder: p for p in load_notebook_patches(lab_dir) if p.kind == "variant"}
+    out = [Variant(p.name, p.description, folder) for folder, p in built.items()]
     for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if path in built:
+        if path in built or path.with_suffix("") in built:
             continue
-        if path.suffix == ".yaml" and path.is_file() and path.with_suffix("") in built:
-            out.append(Variant(path.stem, str((_yaml(path) or {}).get("description", "")),
-                               path.with_suffix("")))
-        elif path.suffix == ".yaml" and path.is_file():
+        if path.suffix == ".yaml" and path.is_file():
             doc = _yaml(path) or {}
             if doc.get("breaks"):
                 raise CourseError(f"{path}: a variant must keep every point; a patch that "
@@ -187,7 +185,7 @@ def load_variants(lab_dir: Path) -> list[Variant]:
                 raise CourseError(f"{path}: a variant folder holds exactly one notebook (and "
                                   f"the checkpoints it trains); found {len(notebooks)}")
             out.append(Variant(path.name, _first_markdown(notebooks[0]), path))
-    return out
+    return sorted(out, key=lambda v: v.name)
 
 
 def _first_markdown(notebook: Path) -> str:
