@@ -38,6 +38,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring.examples import copy_submission
+
 REPO = Path(__file__).resolve().parent.parent
 LAB = "backprop"
 EXAMPLES = REPO / "assignments" / LAB / "examples"
@@ -78,7 +80,7 @@ def calibrate(course: Path, root: Path, workers: int) -> dict[str, float]:
 
     subs = root / "calibration"
     for name in examples():
-        shutil.copytree(EXAMPLES / name, subs / name)
+        copy_submission(EXAMPLES / name, subs / name)   # shared checkpoints beside
     run_batch(subs, LAB, root / "calibration-out", course=course, workers=workers)
     scores = dict(gradebook(root / "calibration-out"))
     return {k: v[1] for k, v in scores.items()}
@@ -91,11 +93,18 @@ def gradebook(out: Path) -> dict[str, tuple[str, float]]:
 
 
 # ------------------------------------------------------------------------ submissions
+def example_files(name: str) -> dict[str, bytes]:
+    """The files of a bundled example, with the solution's checkpoints where it shares them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = copy_submission(EXAMPLES / name, Path(tmp) / name)
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
 def files_for(kind: str) -> dict[str, bytes]:
     """The files of one submission of ``kind`` (file name -> bytes)."""
     if kind in examples():
-        return {p.name: p.read_bytes() for p in (EXAMPLES / kind).iterdir()}
-    correct = {p.name: p.read_bytes() for p in (EXAMPLES / "correct").iterdir()}
+        return example_files(kind)
+    correct = example_files("correct")
     if kind == "malformed":
         return {**correct, "backprop.ipynb": b'{"cells": ['}
     if kind == "wrongtype":

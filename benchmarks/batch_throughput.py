@@ -31,6 +31,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring.examples import copy_submission
+
 REPO = Path(__file__).resolve().parent.parent
 LAB = "backprop"
 EXAMPLES = REPO / "assignments" / LAB / "examples"
@@ -43,7 +45,7 @@ def make_class(root: Path, n: int) -> list[Path]:
     folders = []
     for k in range(n):
         folder = root / "class" / f"s{k:03d}"
-        shutil.copytree(EXAMPLES / names[k % len(names)], folder)
+        copy_submission(EXAMPLES / names[k % len(names)], folder)
         folders.append(folder)
     return folders
 

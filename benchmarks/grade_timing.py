@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+from grader.authoring.examples import submission_folder
 from grader.pipeline import grade
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +32,8 @@ def main() -> None:
                       if p.is_dir())
     print(f"{'example':24s} {'kernel':>7s} {'notebook':>9s} {'checks':>7s} {'total':>7s} "
           f"{'wall':>7s}  score")
-    for folder in examples:
+    scratch = Path(tempfile.mkdtemp(prefix="grade-timing-"))   # shared checkpoints
+    for folder in (submission_folder(f, scratch) for f in examples):
         rows = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,13 +27,16 @@ def main() -> None:
     parser.add_argument("--labs", default=",".join(LABS))
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    from grader.authoring.examples import submission_folder
     from grader.pipeline import grade
 
     print("| lab | score | notebook s | calls s | checks s | total s | round trips | calls "
           "batched | ratio total / (notebook + calls) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for lab in args.labs.split(","):
-        runs = [grade(REPO / "assignments" / lab / "examples" / "correct", assignment=lab,
+        correct = submission_folder(REPO / "assignments" / lab / "examples" / "correct",
+                                    Path(tempfile.mkdtemp(prefix="lab-timing-")))
+        runs = [grade(correct, assignment=lab,
                       course=REPO) for _ in range(args.repeats)]
         t = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs)
              for k in ("notebook_s", "kernel_calls_s", "checks_s", "total_s", "round_trips",

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring.examples import copy_submission
+
 REPO = Path(__file__).resolve().parent.parent
 LAB = "backprop"
 EXAMPLES = REPO / "assignments" / LAB / "examples"
@@ -304,7 +306,8 @@ def main() -> None:
             folder = course / "submitted" / name / LAB
             folder.mkdir(parents=True)
             nbformat.write(student_notebook(released, name), folder / f"{LAB}.ipynb")
-            shutil.copy(EXAMPLES / name / "mlp.pt", folder / "mlp.pt")
+            staged = copy_submission(EXAMPLES / name, root / "staged" / name)
+            shutil.copy(staged / "mlp.pt", folder / "mlp.pt")
             (folder / "timestamp.txt").write_text("2026-11-21 10:00:00.000000 UTC")
         t0 = time.perf_counter()
         nbgrader(env, course, "autograde", LAB, "--force")
@@ -317,7 +320,7 @@ def main() -> None:
 
         subs = root / "grader-class"
         for name in names:
-            shutil.copytree(EXAMPLES / name, subs / name)
+            copy_submission(EXAMPLES / name, subs / name)
         t0 = time.perf_counter()
         result = run_batch(subs, LAB, root / "grader-out", course=REPO, workers=args.workers)
         gr_seconds = time.perf_counter() - t0

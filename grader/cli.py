@@ -157,8 +157,16 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--title", help="the lab's title")
     new.add_argument("--course", help="course folder (default: the current folder)")
 
-    build = sub.add_parser("build", help="template and reference from reference/LAB.ipynb")
+    build = sub.add_parser("build", help="template, reference, examples from reference/LAB.ipynb")
     build.add_argument("lab")
+    build.add_argument("--checkpoints", action="store_true",
+                       help="then train, in the sandbox, the solution's checkpoints and those of "
+                            "every example declared `checkpoints: trained`")
+    build.add_argument("--only", action="append", metavar="NAME",
+                       help="with --checkpoints: train only this one (`solution` or an example "
+                            "or variant name); repeatable")
+    build.add_argument("--timeout", type=float, default=3600, metavar="S",
+                       help="with --checkpoints: seconds one notebook may train (default 3600)")
     build.add_argument("--course", help="course folder (default: the current folder)")
 
     lint = sub.add_parser("lint", help="check rubrics: names, anchors, points")
@@ -245,6 +253,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    import tempfile
+
+    from .authoring.examples import staged_examples
     from .batch import run_batch
     from .batch.ingest import slug
     from .pipeline import find_course
@@ -269,12 +280,17 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
                          lab: str = lab) -> None:
                 bar.update(task, completed=done, total=total, description=f"{lab}: {message}"[:60])
 
-            examples = course / "assignments" / lab / "examples"
-            result = run_batch(examples, lab, out / lab, course=course, workers=args.workers,
-                               regrade=True, sandbox=not args.unsafe_no_sandbox,
-                               progress=progress)
+            with tempfile.TemporaryDirectory(prefix=f"grader-demo-{lab}-") as tmp:
+                # examples that share the solution's checkpoints are graded with copies of
+                # reference/checkpoints/ beside them (grader/authoring/examples.py)
+                examples = staged_examples(course / "assignments" / lab / "examples",
+                                           Path(tmp))
+                result = run_batch(examples, lab, out / lab, course=course,
+                                   workers=args.workers, regrade=True,
+                                   sandbox=not args.unsafe_no_sandbox, progress=progress)
             review |= bool(result.needs_review)
-            for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+            names = course / "assignments" / lab / "examples"
+            for folder in sorted(p for p in names.iterdir() if p.is_dir()):
                 path = out / lab / "students" / slug(folder.name) / "report.json"
                 if not path.is_file():
                     table.add_row(lab, folder.name, "error", "could not be graded (see "
@@ -342,6 +358,18 @@ def _build(args: argparse.Namespace, console: Console) -> int:
     course = find_course(args.course)
     for path in build_lab(course, args.lab):
         console.print(f"wrote {path.relative_to(course)}")
+    if args.only and not args.checkpoints:
+        raise CourseError("--only names what --checkpoints trains; add --checkpoints")
+    if args.checkpoints:
+        from .authoring.train import train_checkpoints
+
+        with console.status("training…") as status:
+            done = train_checkpoints(course, args.lab, only=set(args.only or ()),
+                                     timeout_s=args.timeout,
+                                     progress=lambda msg: status.update(msg))
+        for run in done:
+            console.print(f"trained {run.name} in {run.seconds:.1f} s: " + ", ".join(
+                str(p.relative_to(course)) for p in run.files), highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

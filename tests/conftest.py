@@ -37,6 +37,14 @@ def validation(lab: str):  # type: ignore[no-untyped-def]
     return validate(lab, course=REPO, jobs=2)
 
 
+def example(lab: str, name: str, to: Path) -> Path:
+    """A complete copy of a bundled example at ``to``: its notebook, and its checkpoints or,
+    where it shares them, the solution's (grader/authoring/examples.py)."""
+    from grader.authoring.examples import copy_submission
+
+    return copy_submission(REPO / "assignments" / lab / "examples" / name, to)
+
+
 def build_submission(folder: Path, *extra: str, checkpoint: Path | None = None) -> Path:
     """A folder with vae.ipynb defining the reference solution, then ``extra`` cells."""
     nb = nbformat.v4.new_notebook(metadata={"grader": {"assignment": "vae"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from grader.authoring import (ReleaseRefused, build_lab, lint, new_lab, release, scan_kit,
                               split_solution, validate)
+from grader.authoring.examples import submission_folder
+from grader.authoring.scaffold import built_files
 from grader.cli import main
 from grader.errors import CourseError
 from grader.rubric import load_rubric
@@ -326,7 +329,8 @@ def test_a_kit_checks_submissions_like_the_course_does_without_the_reference(
     # backward_pass differentiates through the reference: not replayable, left out
     assert "linear_backward" not in kit_items and "softmax_stable" in kit_items
     assert "checked when graded" in (kit / "README.md").read_text()
-    for example in sorted((REPO / "assignments" / "backprop" / "examples").glob("*/")):
+    for folder in sorted((REPO / "assignments" / "backprop" / "examples").glob("*/")):
+        example = submission_folder(folder, tmp_path / "staged")   # the solution's mlp.pt
         course_report = grade(example, public_only=True)
         kit_report = grade(example, course=kit, public_only=True)
         course_outcomes = {i["id"]: i["outcome"] for i in course_report["items"]}
@@ -367,10 +371,27 @@ def test_recorded_answers_refuse_what_is_not_theirs(tmp_path: Path) -> None:
         RecordedReference(path)
 
 
-@pytest.mark.parametrize("lab", LABS)
+BUILT = [lab for lab in LABS if (REPO / "reference" / f"{lab}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("lab", BUILT)
+def test_every_notebook_of_a_built_lab_is_what_grader_build_writes(lab: str) -> None:
+    """Template, reference module, examples and variants: byte for byte what `grader build`
+    derives from reference/LAB.ipynb and the patches, the same on every build; and the lab
+    ships no notebook that build does not write."""
+    files = built_files(REPO, lab)
+    assert built_files(REPO, lab) == files
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path} differs from what `grader build {lab}` writes"
+    shipped = set((REPO / "assignments" / lab).rglob("*.ipynb"))
+    assert shipped == {p for p in files if p.suffix == ".ipynb"}
+
+
+@pytest.mark.parametrize("lab", [lab for lab in LABS if lab not in BUILT])
 def test_template_and_examples_rebuild_byte_for_byte(lab: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """The committed template and example notebooks are what their scripts write."""
+    """The committed template and example notebooks are what their scripts write (the labs
+    not yet converted to a solution notebook)."""
     import importlib
     import sys
 
@@ -397,3 +418,117 @@ def test_template_and_examples_rebuild_byte_for_byte(lab: str, monkeypatch: pyte
     assert set(written) == notebooks
     for path, text in written.items():
         assert path.read_text() == text, f"{path} differs from what its script writes"
+
+
+# --- one solution notebook: lecturer code cells, cell ids, patches, checkpoint sources ----
+
+def _tiny_solution() -> nbformat.NotebookNode:
+    nb = notebook(("code", "import torch"),
+                  ("code", "def forward(x):\n    return torch.clamp(x, min=0)"),
+                  ("markdown", "staff only"),
+                  ("code", "def f(x):\n    ### BEGIN SOLUTION\n    return forward(x) * 2\n"
+                           "    ### END SOLUTION"),
+                  ("code", "EPOCHS = 3"))
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = ["imports", "helper", "note", "f", "config"][i]
+    for i in (1, 2):
+        nb.cells[i].metadata["tags"] = ["lecturer"]
+    return nb
+
+
+def test_a_lecturer_code_cell_reaches_the_reference_and_never_the_template() -> None:
+    split = split_solution(_tiny_solution(), "tiny")
+    assert "def forward(x):" in split.reference and "staff only" not in split.reference
+    template = nbformat.writes(split.template)
+    assert "torch.clamp" not in template and "staff only" not in template
+    assert [c["id"] for c in split.template.cells] == ["parameters", "imports", "f", "config"]
+    assert nbformat.writes(split_solution(_tiny_solution(), "tiny").template) == template
+
+
+def _patch(tmp_path: Path, doc: dict, kind: str = "examples") -> Path:
+    import yaml
+
+    path = tmp_path / "tiny" / kind / "p.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_patch_edits_the_students_version_by_text_or_by_cell(tmp_path: Path) -> None:
+    from grader.authoring.examples import load_notebook_patches
+    from grader.authoring.markers import solution_submission
+
+    student = solution_submission(_tiny_solution())
+    _patch(tmp_path, {"checkpoints": "trained", "breaks": {"a": "x"}, "patch": [
+        {"find": "* 2", "replace": "* 3"}, {"cell": "config", "source": "EPOCHS = 1\n"}]})
+    [patch] = load_notebook_patches(tmp_path / "tiny", {"a"})
+    out = patch.apply(student)
+    assert [c.source for c in out.cells if c.get("id") in ("f", "config")] == [
+        "def f(x):\n    return forward(x) * 3", "EPOCHS = 1"]
+    assert "* 2" in student.cells[2].source                  # the solution is untouched
+    assert (patch.folder, patch.breaks, patch.checkpoints) == (
+        tmp_path / "tiny" / "examples" / "p", {"a": "x"}, "trained")
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"checkpoints": "solution", "patch": [{"find": "x", "replace": "y"}]}, "occurs 2 times"),
+    ({"checkpoints": "solution", "patch": [{"cell": "nope", "source": ""}]}, "no cell `nope`"),
+    ({"patch": [{"find": "* 2", "replace": "* 3"}]}, "`checkpoints` is None"),
+    ({"checkpoints": "solution", "patch": [{"find": "* 2"}]}, "`patch` must be a list"),
+])
+def test_a_malformed_patch_names_its_file_and_the_fix(tmp_path: Path, doc: dict,
+                                                      message: str) -> None:
+    from grader.authoring.examples import load_notebook_patches
+    from grader.authoring.markers import solution_submission
+
+    path = _patch(tmp_path, doc)
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        for patch in load_notebook_patches(tmp_path / "tiny"):
+            patch.apply(solution_submission(_tiny_solution()))
+    assert str(path) in str(info.value)
+
+
+def test_a_notebook_variant_keeps_every_point(tmp_path: Path) -> None:
+    from grader.authoring import load_variants
+
+    _patch(tmp_path, {"of": "notebook", "checkpoints": "trained", "breaks": {"a": ""},
+                      "patch": [{"find": "* 2", "replace": "+ x"}]}, kind="variants")
+    with pytest.raises(CourseError, match="a variant must keep every point"):
+        load_variants(tmp_path / "tiny")
+
+
+def test_an_example_sharing_the_solutions_checkpoint_is_graded_with_it(tmp_path: Path) -> None:
+    from grader.authoring.examples import (copy_submission, shares_solution_checkpoints,
+                                           submission_folder)
+
+    examples = REPO / "assignments" / "backprop" / "examples"
+    assert shares_solution_checkpoints(examples / "correct")
+    assert shares_solution_checkpoints(examples / "bug_grad_w_transposed")
+    assert not shares_solution_checkpoints(examples / "different")
+    assert not (examples / "correct" / "mlp.pt").exists()
+    assert submission_folder(examples / "different", tmp_path) == examples / "different"
+    staged = submission_folder(examples / "correct", tmp_path)
+    assert (staged / "mlp.pt").read_bytes() == (
+        REPO / "reference" / "checkpoints" / "mlp.pt").read_bytes()
+    assert not shares_solution_checkpoints(copy_submission(staged, tmp_path / "elsewhere"))
+
+
+def test_the_trainer_stores_only_a_state_dict(tmp_path: Path) -> None:
+    import io
+
+    import torch
+
+    from grader.authoring.train import _state_dict
+
+    def saved(obj: object) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    _state_dict(saved({"w": torch.ones(2)}), "ok")
+    with pytest.raises(CourseError, match="not a state_dict"):
+        _state_dict(saved({"w": 1.0}), "floats")
+    with pytest.raises(CourseError, match="weights_only=True"):
+        _state_dict(saved(torch.nn.Linear(1, 1)), "a whole module")
+    with pytest.raises(CourseError, match="weights_only=True"):
+        _state_dict(b"not a checkpoint", "junk")

@@ -27,6 +27,7 @@ from grader import cli
 from grader.batch import run_batch
 from grader.report import validate_report
 
+from conftest import example as example_copy
 from conftest import processes_with
 
 pytestmark = pytest.mark.kernel
@@ -67,8 +68,7 @@ def with_cell(example: str, source: str, at: int | None = None) -> nbformat.Note
 
 def student(root: Path, name: str, example: str, nb: nbformat.NotebookNode | None = None
             ) -> None:
-    folder = root / name
-    shutil.copytree(EXAMPLES / example, folder)
+    folder = example_copy("backprop", example, root / name)
     if nb is not None:
         nbformat.write(nb, folder / "backprop.ipynb")
 
@@ -265,11 +265,11 @@ def test_a_rerun_grades_nothing_twice_and_regrade_does(graded, course: Path) -> 
     out, _ = graded
     before = rows(out)
     rerun = out.parent / "rerun-class"
-    shutil.copytree(EXAMPLES / "correct", rerun / "alice")
+    example_copy("backprop", "correct", rerun / "alice")
     again = run_batch(rerun, "backprop", out, course=course, workers=1)
     assert (again.graded, again.already) == (0, 1)
     assert rows(out) == before
-    shutil.copytree(EXAMPLES / "bug_grad_b_not_summed", rerun / "zoe")
+    example_copy("backprop", "bug_grad_b_not_summed", rerun / "zoe")
     again = run_batch(rerun, "backprop", out, course=course, workers=1, regrade=True)
     assert (again.graded, again.already) == (2, 0)
     assert rows(out)["zoe"][1] == 16.0 and len(rows(out)) == len(before) + 1

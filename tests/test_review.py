@@ -33,6 +33,7 @@ from grader.execute import CellRecord
 from grader.report import validate_report
 from grader.rubric import load_rubric
 
+from conftest import example as example_copy
 from test_batch import chromium, in_process
 from test_needs_review import NoKernel
 
@@ -511,12 +512,9 @@ def test_the_tas_dashboard_renders_in_headless_chromium(graded) -> None:  # noqa
 def test_a_bundled_class_adjusted_and_regraded_keeps_every_adjustment(tmp_path: Path) -> None:
     """Issue 13, done when: two bundled backprop examples graded in the sandbox; a TA adjusts
     two items and grades the manual item; a regrade keeps every adjustment in every export."""
-    import shutil
-
-    examples = REPO / "assignments" / "backprop" / "examples"
     subs = tmp_path / "class"
     for name, example in (("alice", "correct"), ("bob", "bug_grad_b_not_summed")):
-        shutil.copytree(examples / example, subs / name)
+        example_copy("backprop", example, subs / name)
     out = tmp_path / "out"
     first = run_batch(subs, "backprop", out, course=REPO, workers=2)
     assert (first.graded, first.pending, first.needs_review) == (2, ["alice", "bob"], [])

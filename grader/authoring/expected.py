@@ -100,13 +100,20 @@ def _breaks(path: Path, key: str, value: Any, items: set[str]) -> dict[str, str]
 def load_expectations(lab_dir: Path, items: set[str]) -> Expectations:
     """``expected.yaml`` of a lab folder (an empty expectation when there is none)."""
     path = lab_dir / "expected.yaml"
-    if not path.is_file():
-        return Expectations()
-    doc = _yaml(path) or {}
+    doc = (_yaml(path) or {}) if path.is_file() else {}
     template = doc.get("template") or {}
     may_pass = frozenset(_breaks(path, "template.may_pass", template.get("may_pass"), items))
     examples = {str(name): _breaks(path, f"examples.{name}", value, items)
                 for name, value in (doc.get("examples") or {}).items()}
+    from .examples import load_notebook_patches
+
+    for patch in load_notebook_patches(lab_dir, items):
+        if patch.kind != "example":
+            continue
+        if patch.name in examples:
+            raise CourseError(f"{path}: `examples.{patch.name}` is declared here and in "
+                              f"{patch.path}; a bug is written once: keep the patch's `breaks`")
+        examples[patch.name] = patch.breaks
     given = (doc.get("release") or {}).get("given") or []
     if not isinstance(given, list) or not all(isinstance(g, str) for g in given):
         raise CourseError(f"{path}: `release.given` must be a list of function names "
@@ -151,10 +158,19 @@ class Variant:
 
 
 def load_variants(lab_dir: Path) -> list[Variant]:
-    """Every ``variants/NAME.yaml`` and ``variants/NAME/`` of a lab folder, sorted by name."""
+    """Every ``variants/NAME.yaml`` and ``variants/NAME/`` of a lab folder, sorted by name.
+
+    A ``NAME.yaml`` with ``of: notebook`` patches the solution notebook (grader/authoring/
+    examples.py): the variant is the folder ``grader build`` writes, ``NAME/``.
+    """
+    from .examples import load_notebook_patches
+
     root = lab_dir / "variants"
-    out = []
+    built = {p.folder: p for p in load_notebook_patches(lab_dir) if p.kind == "variant"}
+    out = [Variant(p.name, p.description, folder) for folder, p in built.items()]
     for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path in built or path.with_suffix("") in built:
+            continue
         if path.suffix == ".yaml" and path.is_file():
             doc = _yaml(path) or {}
             if doc.get("breaks"):
@@ -169,7 +185,7 @@ def load_variants(lab_dir: Path) -> list[Variant]:
                 raise CourseError(f"{path}: a variant folder holds exactly one notebook (and "
                                   f"the checkpoints it trains); found {len(notebooks)}")
             out.append(Variant(path.name, _first_markdown(notebooks[0]), path))
-    return out
+    return sorted(out, key=lambda v: v.name)
 
 
 def _first_markdown(notebook: Path) -> str:

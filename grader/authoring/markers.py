@@ -12,8 +12,13 @@ The template replaces each solution region with a stub at the marker's indentati
 hidden-test regions (``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS``). The
 reference module keeps the definitions of the code cells (imports, functions, classes,
 literal constants) with the markers removed, and nothing that runs (training, prints,
-asserts), so the grader can import it cheaply. Cells tagged ``lecturer`` (notes for the
-course staff) are left out of the template.
+asserts), so the grader can import it cheaply. Cells tagged ``lecturer`` are left out of
+the template and of the student's version of the solution: a lecturer's markdown cell (notes
+for the course staff) goes nowhere, a lecturer's code cell (helpers only the grader uses,
+such as the forward of a hand-written backward) goes into the reference module only.
+
+Every derived notebook carries the solution notebook's cell ids (a cell without one gets
+``cell-N``, N its position), so a rebuild writes the same bytes.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import nbformat
 from ..errors import CourseError
 
 __all__ = ["Split", "split_solution", "solution_submission", "solution_regions", "has_marker",
-           "notebook_code", "PARAMETERS_SOURCE", "LECTURER_TAG"]
+           "notebook_code", "PARAMETERS_SOURCE", "LECTURER_TAG", "PARAMETERS_ID"]
 
 _MARK = re.compile(r"^(?P<indent>[ \t]*)(?:#+|//+|%+)\s*(?P<word>BEGIN|END)\s+"
                    r"(?P<what>SOLUTION|HIDDEN TESTS)\s*$")
 PARAMETERS_SOURCE = 'TRAIN = True   # the grader sets False when your checkpoints are there\n' \
                     'SEED = 0\nDEVICE = "cpu"'
 LECTURER_TAG = "lecturer"     # cells with this tag stay in the solution notebook only
+PARAMETERS_ID = "parameters"  # the id of a `parameters` cell that build adds
 _CODE_STUB = "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()"
 _TEXT_STUB = "YOUR ANSWER HERE"
 
@@ -139,72 +145,108 @@ def _is_parameters(cell: nbformat.NotebookNode) -> bool:
     return "parameters" in cell.get("metadata", {}).get("tags", [])
 
 
+def _tags(cell: nbformat.NotebookNode) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _derived(nb: nbformat.NotebookNode, lab: str | None = None) -> nbformat.NotebookNode:
+    """An empty notebook with ``nb``'s metadata (no nbgrader's), for a derived notebook."""
+    out = nbformat.v4.new_notebook(metadata=dict(nb.metadata))
+    out.metadata.pop("nbgrader", None)
+    if lab is not None:
+        out.metadata["grader"] = {**out.metadata.get("grader", {}), "assignment": lab}
+    return out
+
+
+def _cell(kind: str, source: str, cell_id: str, tags: list[str]) -> nbformat.NotebookNode:
+    """A new cell with a fixed id (nbformat would draw a random one) and only its tags."""
+    maker = {"code": nbformat.v4.new_code_cell,
+             "markdown": nbformat.v4.new_markdown_cell}.get(kind, nbformat.v4.new_raw_cell)
+    cell = maker(source, metadata={"tags": tags} if tags else {})
+    cell["id"] = cell_id
+    return cell
+
+
+def cell_id(cell: nbformat.NotebookNode, position: int) -> str:
+    """The solution cell's id, or ``cell-N`` where it has none (an nbformat < 4.5 file)."""
+    return str(cell.get("id") or f"cell-{position + 1}")
+
+
+def _with_parameters(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` with a ``parameters`` cell before its first code cell if it has none."""
+    if not any(_is_parameters(c) for c in nb.cells):
+        at = next((n for n, c in enumerate(nb.cells) if c.cell_type == "code"), 0)
+        nb.cells.insert(at, _cell("code", PARAMETERS_SOURCE, PARAMETERS_ID, ["parameters"]))
+    return nb
+
+
+def _definitions(source: str, where: str, split: Split, parts: list[str],
+                 future: set[str]) -> None:
+    """The definitions of one code cell (markers removed) into ``parts``, the rest dropped."""
+    python = _python(_unmarked(source, where))
+    try:
+        tree = ast.parse(python)
+    except SyntaxError as exc:
+        raise CourseError(f"{where}, line {exc.lineno}: the solution is not valid Python "
+                          f"({exc.msg}); fix the cell in the solution notebook") from None
+    for node in tree.body:
+        text = ast.get_source_segment(python, node) or ast.unparse(node)
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            future.add(text)
+        else:
+            (parts if _kept(node) else split.dropped).append(text)
+
+
+def _joined(parts: list[str]) -> str:
+    """The kept statements as a module: two blank lines around a definition (PEP 8), none
+    between two imports or constants."""
+    out = parts[:1]
+    block = ("def ", "class ", "async def ", "@")
+    for before, part in zip(parts, parts[1:]):
+        spaced = before.startswith(block) or part.startswith(block)
+        out.append(("\n\n\n" if spaced else "\n") + part)
+    return "".join(out)
+
+
 def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "notebook"
                    ) -> Split:
-    """The student template and the reference source of a solution notebook."""
-    template = nbformat.v4.new_notebook(metadata=dict(nb.metadata))
-    template.metadata.pop("nbgrader", None)
-    template.metadata["grader"] = {**template.metadata.get("grader", {}), "assignment": lab}
+    """The student template and the reference source of a solution notebook.
+
+    Lecturer code cells reach the reference only; every other code cell reaches both.
+    """
+    template = _derived(nb, lab)
     parts: list[str] = []
     future: set[str] = set()
     split = Split(template, "")
     for i, cell in enumerate(nb.cells):
         here = f"{where}, cell {i + 1}"
         code = cell.cell_type == "code"
-        if LECTURER_TAG in cell.get("metadata", {}).get("tags", []):
+        if LECTURER_TAG in _tags(cell):
+            if code:
+                _definitions(cell.source, here, split, parts, future)
             continue
         source, hidden = _template_source(cell.source, code, here)
         split.hidden_tests += hidden
         split.solutions += [s for s in solution_regions(cell.source, here) if s.strip()]
-        meta = {k: v for k, v in cell.get("metadata", {}).items() if k == "tags"}
-        if not code:
-            template.cells.append(nbformat.v4.new_markdown_cell(source, metadata=meta)
-                                  if cell.cell_type == "markdown"
-                                  else nbformat.v4.new_raw_cell(source, metadata=meta))
-            continue
-        template.cells.append(nbformat.v4.new_code_cell(source, metadata=meta))
-        if _is_parameters(cell):
-            continue
-        python = _python(_unmarked(cell.source, here))
-        try:
-            tree = ast.parse(python)
-        except SyntaxError as exc:
-            raise CourseError(f"{here}, line {exc.lineno}: the solution is not valid Python "
-                              f"({exc.msg}); fix the cell in the solution notebook") from None
-        for node in tree.body:
-            text = ast.get_source_segment(python, node) or ast.unparse(node)
-            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-                future.add(text)
-            else:
-                (parts if _kept(node) else split.dropped).append(text)
-    if not any(_is_parameters(c) for c in template.cells):
-        at = next((n for n, c in enumerate(template.cells) if c.cell_type == "code"), 0)
-        template.cells.insert(at, nbformat.v4.new_code_cell(
-            PARAMETERS_SOURCE, metadata={"tags": ["parameters"]}))
+        template.cells.append(_cell(cell.cell_type, source, cell_id(cell, i), _tags(cell)))
+        if code and not _is_parameters(cell):
+            _definitions(cell.source, here, split, parts, future)
+    _with_parameters(template)
     header = (f'"""Reference solution of the {lab} lab (trusted; never sent to a student).\n\n'
               f"Generated from {where} by `grader build {lab}`: edit the notebook, not this "
               'file.\n"""\n')
     split.reference = header + "".join(f"{f}\n" for f in sorted(future)) + "\n" + \
-        "\n\n".join(parts) + "\n"
+        _joined(parts) + "\n"
     compile(split.reference, f"reference/{lab}.py", "exec")
     return split
 
 
 def solution_submission(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The solution notebook as a student would hand it in: no markers, no hidden tests,
-    no lecturer cells, a ``parameters`` cell."""
-    out = nbformat.v4.new_notebook(metadata=dict(nb.metadata))
-    out.metadata.pop("nbgrader", None)
-    makers = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell}
+    no lecturer cells, a ``parameters`` cell; the solution's cell ids."""
+    out = _derived(nb)
     for i, cell in enumerate(nb.cells):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if LECTURER_TAG in tags:
-            continue
-        maker = makers.get(cell.cell_type, nbformat.v4.new_raw_cell)
-        out.cells.append(maker(_unmarked(cell.source, f"cell {i + 1}"),
-                               metadata={"tags": tags} if tags else {}))
-    if not any(_is_parameters(c) for c in out.cells):
-        at = next((n for n, c in enumerate(out.cells) if c.cell_type == "code"), 0)
-        out.cells.insert(at, nbformat.v4.new_code_cell(PARAMETERS_SOURCE,
-                                                       metadata={"tags": ["parameters"]}))
-    return out
+        if LECTURER_TAG not in _tags(cell):
+            out.cells.append(_cell(cell.cell_type, _unmarked(cell.source, f"cell {i + 1}"),
+                                   cell_id(cell, i), _tags(cell)))
+    return _with_parameters(out)

@@ -12,11 +12,13 @@ import re
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from ..errors import CourseError
+from .examples import load_notebook_patches, shares_solution_checkpoints
 from .markers import PARAMETERS_SOURCE, Split, solution_submission, split_solution
 
-__all__ = ["new_lab", "build_lab", "solution_path", "LAB_NAME"]
+__all__ = ["new_lab", "build_lab", "built_files", "solution_path", "LAB_NAME"]
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -211,21 +213,42 @@ def _rubric_from(lab: str, title: str, nb: nbformat.NotebookNode, path: Path) ->
             f"reference: reference/{lab}.py\ncheckpoints: []\nseed: 0\n\nitems:\n{items}")
 
 
-def build_lab(course: Path, lab: str) -> list[Path]:
-    """Template and reference from ``reference/LAB.ipynb``; returns the files written."""
+def built_files(course: Path, lab: str) -> dict[Path, str]:
+    """Every file ``grader build LAB`` derives from ``reference/LAB.ipynb``, and its text:
+    the template, the reference module, ``examples/correct`` and each patched example and
+    variant (grader/authoring/examples.py). The same text on every call (a test)."""
     source = solution_path(course, lab)
     if not source.is_file():
         raise CourseError(f"{source}: no solution notebook for lab {lab}; labs written as a "
                           f"reference module and a template (no solution notebook) need no build")
-    split: Split = split_solution(_read(source), lab, source.relative_to(course))
-    template = course / "assignments" / lab / f"{lab}.ipynb"
-    reference = course / "reference" / f"{lab}.py"
-    template.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(split.template, template)
-    reference.write_text(split.reference)
-    correct = course / "assignments" / lab / "examples" / "correct"
-    if correct.is_dir() or not any((correct.parent).glob("*/")):
-        correct.mkdir(parents=True, exist_ok=True)
-        nb = _read(source)
-        nbformat.write(solution_submission(nb), correct / f"{lab}.ipynb")
-    return [template, reference, correct / f"{lab}.ipynb"]
+    solution = _read(source)
+    split: Split = split_solution(solution, lab, source.relative_to(course))
+    lab_dir = course / "assignments" / lab
+    out = {lab_dir / f"{lab}.ipynb": nbformat.writes(split.template),
+           course / "reference" / f"{lab}.py": split.reference}
+    student = solution_submission(solution)
+    correct = lab_dir / "examples" / "correct"
+    patches = load_notebook_patches(lab_dir)
+    if correct.is_dir() or not patches and not any((correct.parent).glob("*/")):
+        out[correct / f"{lab}.ipynb"] = nbformat.writes(student)
+    for patch in patches:
+        out[patch.folder / f"{lab}.ipynb"] = nbformat.writes(patch.apply(student))
+    return {path: text if text.endswith("\n") else text + "\n" for path, text in out.items()}
+
+
+def build_lab(course: Path, lab: str) -> list[Path]:
+    """Template, reference, examples and variants from ``reference/LAB.ipynb`` and the
+    patches; returns the files written. A folder that shares the solution's checkpoints
+    loses any stale copy of them (it is graded with ``reference/checkpoints/``)."""
+    files = built_files(course, lab)
+    rubric = course / "rubrics" / f"{lab}.yaml"     # only its checkpoints: it may be a draft
+    doc = yaml.safe_load(rubric.read_text()) if rubric.is_file() else None
+    checkpoints = [str(c) for c in (doc or {}).get("checkpoints") or []] \
+        if isinstance(doc, dict) else []
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if path.suffix == ".ipynb" and shares_solution_checkpoints(path.parent):
+            for name in checkpoints:
+                (path.parent / name).unlink(missing_ok=True)
+    return list(files)

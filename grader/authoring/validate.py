@@ -22,6 +22,7 @@ from ..batch.runner import threads_per_grading
 from ..calibrate import reference_submission
 from ..errors import CourseError
 from ..rubric import Rubric, load_rubric
+from .examples import submission_folder
 from .expected import load_expectations, load_mutants, load_variants
 
 __all__ = ["Row", "Validation", "validate"]
@@ -149,17 +150,21 @@ def _rows(course: Path, rubric: Rubric, scratch: Path) -> list[tuple[Row, Path]]
     for folder in examples:
         if folder.name not in expectations.examples:
             raise CourseError(f"{lab_dir / 'expected.yaml'}: no expectation for the example "
-                              f"`{folder.name}`; add it under `examples:`")
-        rows.append((Row(folder.name, "example", expectations.examples[folder.name]), folder))
+                              f"`{folder.name}`; add it under `examples:` (or give it a patch, "
+                              f"examples/{folder.name}.yaml, with its `breaks`)")
+        rows.append((Row(folder.name, "example", expectations.examples[folder.name]),
+                     submission_folder(folder, scratch)))
     missing = sorted(set(expectations.examples) - {p.name for p in examples})
     if missing:
         raise CourseError(f"{expectations.path}: examples {', '.join(missing)} have no folder "
                           f"in {lab_dir / 'examples'}")
     source = (course / rubric.reference).read_text()
     for variant in load_variants(lab_dir):
-        folder = variant.folder or reference_submission(
-            course, rubric, scratch / "variants" / variant.name,
-            source=variant.patch.apply(source))   # type: ignore[union-attr]
+        if variant.folder is not None:
+            folder = submission_folder(variant.folder, scratch)
+        else:
+            folder = reference_submission(course, rubric, scratch / "variants" / variant.name,
+                                          source=variant.patch.apply(source))  # type: ignore[union-attr]
         rows.append((Row(variant.name, "variant", {}), folder))
     for mutant in load_mutants(lab_dir, ids):
         folder = reference_submission(course, rubric, scratch / "mutants" / mutant.name,
