@@ -17,7 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@functools.lru_cache(maxsize=None)
 def reference_module(lab: str):  # type: ignore[no-untyped-def]
     """``reference/LAB.py`` loaded by path, as the grader loads it (never installed)."""
     import importlib.util
@@ -29,6 +28,7 @@ def reference_module(lab: str):  # type: ignore[no-untyped-def]
     return module
 
 
+@functools.lru_cache(maxsize=None)
 def validation(lab: str):  # type: ignore[no-untyped-def]
     """``grader validate LAB`` over every row (reference, template, variants, examples,
     mutants), graded once per test session, two at a time; rows keep their full reports."""
