@@ -35,7 +35,7 @@ import nbformat
 
 from ..errors import CourseError
 from ..rubric import load_rubric
-from .expected import _breaks, _yaml
+from .expected import declared_breaks, read_yaml
 
 __all__ = ["Edit", "NotebookPatch", "load_notebook_patches", "shares_solution_checkpoints",
            "copy_submission", "submission_folder", "staged_examples", "CHECKPOINT_SOURCES"]
@@ -105,7 +105,7 @@ def _edits(path: Path, doc: dict[str, Any]) -> tuple[Edit, ...]:
 
 
 def _patch(path: Path, kind: str, items: set[str] | None) -> NotebookPatch | None:
-    doc = _yaml(path) or {}
+    doc = read_yaml(path) or {}
     if not isinstance(doc, dict):
         raise CourseError(f"{path}: expected a mapping (description, breaks, checkpoints, patch)")
     if kind == "variant" and doc.get("of", "reference") != "notebook":
@@ -120,7 +120,7 @@ def _patch(path: Path, kind: str, items: set[str] | None) -> NotebookPatch | Non
         raise CourseError(f"{path}: a variant must keep every point; a notebook that breaks "
                           "items is an example (move it to examples/)")
     if items is not None:
-        breaks = _breaks(path, "breaks", breaks, items)
+        breaks = declared_breaks(path, "breaks", breaks, items)
     return NotebookPatch(path.stem, kind, str(doc.get("description", "")),
                          {str(k): str(v or "") for k, v in breaks.items()}, source,
                          _edits(path, doc), path)

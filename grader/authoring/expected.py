@@ -73,7 +73,7 @@ class Expectations:
     given: tuple[str, ...] = ()      # release.given: functions the template hands out complete
 
 
-def _yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -83,7 +83,7 @@ def _yaml(path: Path) -> Any:
                           ) from None
 
 
-def _breaks(path: Path, key: str, value: Any, items: set[str]) -> dict[str, str]:
+def declared_breaks(path: Path, key: str, value: Any, items: set[str]) -> dict[str, str]:
     if value in (None, {}):
         return {}
     if isinstance(value, list):
@@ -100,10 +100,11 @@ def _breaks(path: Path, key: str, value: Any, items: set[str]) -> dict[str, str]
 def load_expectations(lab_dir: Path, items: set[str]) -> Expectations:
     """``expected.yaml`` of a lab folder (an empty expectation when there is none)."""
     path = lab_dir / "expected.yaml"
-    doc = (_yaml(path) or {}) if path.is_file() else {}
+    doc = (read_yaml(path) or {}) if path.is_file() else {}
     template = doc.get("template") or {}
-    may_pass = frozenset(_breaks(path, "template.may_pass", template.get("may_pass"), items))
-    examples = {str(name): _breaks(path, f"examples.{name}", value, items)
+    may_pass = frozenset(declared_breaks(path, "template.may_pass", template.get("may_pass"),
+                                         items))
+    examples = {str(name): declared_breaks(path, f"examples.{name}", value, items)
                 for name, value in (doc.get("examples") or {}).items()}
     from .examples import load_notebook_patches
 
@@ -134,9 +135,9 @@ def load_mutants(lab_dir: Path, items: set[str]) -> list[Mutant]:
     """Every ``mutants/*.yaml`` of a lab folder, sorted by name."""
     out = []
     for path in sorted((lab_dir / "mutants").glob("*.yaml")):
-        doc = _yaml(path) or {}
+        doc = read_yaml(path) or {}
         patch = _patch(path, doc)
-        breaks = _breaks(path, "breaks", doc.get("breaks"), items)
+        breaks = declared_breaks(path, "breaks", doc.get("breaks"), items)
         if not breaks:
             raise CourseError(f"{path}: `breaks` is empty; a mutant must name the items it breaks")
         out.append(Mutant(path.stem, str(doc.get("description", "")), breaks, patch, path))
@@ -172,7 +173,7 @@ def load_variants(lab_dir: Path) -> list[Variant]:
         if path in built or path.with_suffix("") in built:
             continue
         if path.suffix == ".yaml" and path.is_file():
-            doc = _yaml(path) or {}
+            doc = read_yaml(path) or {}
             if doc.get("breaks"):
                 raise CourseError(f"{path}: a variant must keep every point; a patch that "
                                   "breaks items is a mutant (move it to mutants/)")

@@ -33,7 +33,7 @@ import nbformat
 from ..errors import CourseError
 
 __all__ = ["Split", "split_solution", "solution_submission", "solution_regions", "has_marker",
-           "notebook_code", "PARAMETERS_SOURCE", "LECTURER_TAG", "PARAMETERS_ID"]
+           "notebook_code", "plain_python", "PARAMETERS_SOURCE", "LECTURER_TAG", "PARAMETERS_ID"]
 
 _MARK = re.compile(r"^(?P<indent>[ \t]*)(?:#+|//+|%+)\s*(?P<word>BEGIN|END)\s+"
                    r"(?P<what>SOLUTION|HIDDEN TESTS)\s*$")
@@ -115,7 +115,7 @@ def _unmarked(source: str, where: str) -> str:
     return "\n".join(line for n, line in enumerate(lines) if n not in drop)
 
 
-def _python(source: str) -> str:
+def plain_python(source: str) -> str:
     """IPython syntax (``%magic``, ``!shell``) turned into plain Python."""
     from IPython.core.inputtransformer2 import TransformerManager
 
@@ -125,7 +125,7 @@ def _python(source: str) -> str:
 def notebook_code(path: Path) -> str:
     """The code cells of a notebook file as one Python source (IPython syntax transformed)."""
     nb = nbformat.read(path, as_version=4)
-    return "\n".join(_python(c.source) for c in nb.cells if c.cell_type == "code")
+    return "\n".join(plain_python(c.source) for c in nb.cells if c.cell_type == "code")
 
 
 def _kept(node: ast.stmt) -> bool:
@@ -183,7 +183,7 @@ def _with_parameters(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def _definitions(source: str, where: str, split: Split, parts: list[str],
                  future: set[str]) -> None:
     """The definitions of one code cell (markers removed) into ``parts``, the rest dropped."""
-    python = _python(_unmarked(source, where))
+    python = plain_python(_unmarked(source, where))
     try:
         tree = ast.parse(python)
     except SyntaxError as exc:

@@ -173,7 +173,7 @@ def new_lab(course: Path, lab: str, *, title: str | None = None,
         raise CourseError(f"lab {lab} already exists ({', '.join(existing)}); pick another name "
                           "or edit those files")
     if from_notebook is not None:
-        nb = _read(from_notebook)
+        nb = read_notebook(from_notebook)
         files.pop(course / "assignments" / lab / "mutants" / "softplus_no_max.yaml")
         files[course / "rubrics" / f"{lab}.yaml"] = _rubric_from(lab, title, nb, from_notebook)
     else:
@@ -188,7 +188,7 @@ def new_lab(course: Path, lab: str, *, title: str | None = None,
     return [*files, *build_lab(course, lab)]
 
 
-def _read(path: Path) -> nbformat.NotebookNode:
+def read_notebook(path: Path) -> nbformat.NotebookNode:
     try:
         return nbformat.read(path, as_version=4)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds
@@ -221,7 +221,7 @@ def built_files(course: Path, lab: str) -> dict[Path, str]:
     if not source.is_file():
         raise CourseError(f"{source}: no solution notebook for lab {lab}; labs written as a "
                           f"reference module and a template (no solution notebook) need no build")
-    solution = _read(source)
+    solution = read_notebook(source)
     split: Split = split_solution(solution, lab, source.relative_to(course))
     lab_dir = course / "assignments" / lab
     out = {lab_dir / f"{lab}.ipynb": nbformat.writes(split.template),

@@ -26,7 +26,7 @@ from ..errors import CourseError
 from ..rubric import Rubric, load_rubric
 from .examples import load_notebook_patches
 from .markers import solution_submission
-from .scaffold import _read, solution_path
+from .scaffold import read_notebook, solution_path
 
 __all__ = ["Training", "train_checkpoints", "SOLUTION"]
 
@@ -44,7 +44,7 @@ class Training:
 
 def _runs(course: Path, lab: str) -> list[tuple[str, nbformat.NotebookNode, Path]]:
     """(name, notebook, where its checkpoints go) of the solution and each trained patch."""
-    student = solution_submission(_read(solution_path(course, lab)))
+    student = solution_submission(read_notebook(solution_path(course, lab)))
     runs = [(SOLUTION, student, course / "reference" / "checkpoints")]
     runs += [(p.name, p.apply(student), p.folder)
              for p in load_notebook_patches(course / "assignments" / lab)

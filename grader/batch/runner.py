@@ -371,6 +371,8 @@ def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None]
                course: str, lab: str, sandbox: bool, device: str, workers: int, warm: bool,
                scheduler: str | None) -> None:
     pending, count = list(todo), 0
+    if not pending:          # a rerun with everything graded starts no server, no template
+        return
     tries: dict[str, int] = {}
     threads = threads_per_grading(workers)
     context, template = prepare_workers(sandbox, device)

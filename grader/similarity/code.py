@@ -51,7 +51,7 @@ class Code:
 
 
 def _python(source: str) -> str:
-    from ..authoring.markers import _python as transform
+    from ..authoring.markers import plain_python as transform
 
     try:
         return transform(source)
