@@ -98,6 +98,8 @@ def _values(report: dict, anchors: dict[str, Anchor], kinds: dict[str, str]) -> 
 def calibrate(lab: str, *, course: str | Path | None = None, seeds: int = 5,
               progress: Callable[[str], None] | None = None) -> dict[str, Anchor]:
     """Measure every calibratable item of ``lab``; returns proposals by item id."""
+    from .authoring.examples import submission_folder   # authoring's lint imports this module
+
     note = progress or (lambda _m: None)
     course_dir = find_course(course)
     rubric = load_rubric(course_dir / "rubrics" / f"{lab}.yaml")
@@ -114,12 +116,13 @@ def calibrate(lab: str, *, course: str | Path | None = None, seeds: int = 5,
             report = grade(ref, course=course_dir, only=set(kinds), seed=seed)
             for item, value in _values(report, anchors, kinds).items():
                 anchors[item].reference.append(value)
-    baselines = course_dir / "assignments" / lab / "baselines"
-    for folder in sorted(p for p in baselines.glob("*") if p.is_dir()):
-        note(f"baseline {folder.name}")
-        report = grade(folder, course=course_dir, only=set(kinds))
-        for item, value in _values(report, anchors, kinds).items():
-            anchors[item].baselines[folder.name] = value
+        baselines = course_dir / "assignments" / lab / "baselines"
+        for folder in sorted(p for p in baselines.glob("*") if p.is_dir()):
+            note(f"baseline {folder.name}")
+            report = grade(submission_folder(folder, Path(tmp)), course=course_dir,
+                           only=set(kinds))
+            for item, value in _values(report, anchors, kinds).items():
+                anchors[item].baselines[folder.name] = value
     for anchor in anchors.values():
         if not anchor.reference:
             raise CourseError(f"{rubric.path}: the reference produced no value for item "

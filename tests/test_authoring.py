@@ -470,6 +470,30 @@ def test_a_patch_edits_the_students_version_by_text_or_by_cell(tmp_path: Path) -
         tmp_path / "tiny" / "examples" / "p", {"a": "x"}, "trained")
 
 
+def test_a_baseline_appends_a_cell_with_a_stable_id_and_shares_the_checkpoints(
+        tmp_path: Path) -> None:
+    from grader.authoring.examples import load_notebook_patches, shares_solution_checkpoints
+    from grader.authoring.markers import solution_submission
+
+    student = solution_submission(_tiny_solution())
+    path = _patch(tmp_path, {"checkpoints": "solution", "patch": [
+        {"append": "f = lambda x: x * 0\n"}]}, kind="baselines")
+    [patch] = load_notebook_patches(tmp_path / "tiny")
+    out = patch.apply(student)
+    assert (patch.kind, out.cells[-1].source, out.cells[-1]["id"]) == (
+        "baseline", "f = lambda x: x * 0", "p-1")
+    assert len(out.cells) == len(student.cells) + 1
+    assert nbformat.writes(patch.apply(student)) == nbformat.writes(out)
+    course = tmp_path / "course" / "assignments" / "tiny" / "baselines"
+    course.mkdir(parents=True)
+    (course / "p.yaml").write_text(path.read_text())
+    (course / "p").mkdir()
+    assert shares_solution_checkpoints(course / "p")
+    path.write_text("checkpoints: solution\nbreaks: {a: x}\npatch: [{append: y}]\n")
+    with pytest.raises(CourseError, match="a baseline declares no `breaks`"):
+        load_notebook_patches(tmp_path / "tiny")
+
+
 @pytest.mark.parametrize("doc,message", [
     ({"checkpoints": "solution", "patch": [{"find": "x", "replace": "y"}]}, "occurs 2 times"),
     ({"checkpoints": "solution", "patch": [{"cell": "nope", "source": ""}]}, "no cell `nope`"),

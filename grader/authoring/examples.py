@@ -14,6 +14,12 @@ student would hand it in (markers, hidden tests and lecturer cells gone)::
       - cell: mlp                               # a cell, by its id: replaced whole
         source: |
           class MLP(nn.Module): ...
+      - append: |                               # a new code cell at the end
+          VAE.sample = lambda self, n: torch.rand(n, 1, 8, 8)
+
+A lab's metric baselines (``baselines/NAME.yaml``: models that must earn no metric credit,
+graded by ``grader calibrate``) are patches too, written to ``baselines/NAME/LAB.ipynb``; they
+declare no ``breaks``.
 
 ``grader build LAB`` writes the patched notebook to ``examples/NAME/LAB.ipynb`` (a variant's to
 ``variants/NAME/LAB.ipynb``); ``examples/correct`` is the solution itself. ``checkpoints``
@@ -41,17 +47,20 @@ __all__ = ["Edit", "NotebookPatch", "load_notebook_patches", "shares_solution_ch
            "copy_submission", "submission_folder", "staged_examples", "CHECKPOINT_SOURCES"]
 
 CHECKPOINT_SOURCES = ("solution", "trained")
-_EDIT_KEYS = ({"find", "replace"}, {"cell", "find", "replace"}, {"cell", "source"})
+_EDIT_KEYS = ({"find", "replace"}, {"cell", "find", "replace"}, {"cell", "source"}, {"append"})
+_KINDS = (("example", "examples"), ("variant", "variants"), ("baseline", "baselines"))
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One change: ``find`` -> ``replace`` (in ``cell`` or anywhere), or ``cell``'s source."""
+    """One change: ``find`` -> ``replace`` (in ``cell`` or anywhere), ``cell``'s source, or a
+    code cell ``append``-ed at the end."""
 
     cell: str | None = None
     find: str | None = None
     replace: str | None = None
     source: str | None = None
+    append: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class NotebookPatch:
     """An example or a notebook variant: the solution notebook with a few edits."""
 
     name: str
-    kind: str                      # example | variant
+    kind: str                      # example | variant | baseline
     description: str
     breaks: dict[str, str]         # item -> words its message must contain; {} = full marks
     checkpoints: str               # solution | trained
@@ -76,6 +85,11 @@ class NotebookPatch:
         out = nbformat.from_dict(nb)
         for n, edit in enumerate(self.edits):
             where = f"{self.path}, patch {n + 1}"
+            if edit.append is not None:             # a stable id: the same bytes each build
+                cell = nbformat.v4.new_code_cell(edit.append.rstrip("\n"))
+                cell["id"] = f"{self.name}-{n + 1}"[:64]
+                out.cells.append(cell)
+                continue
             cells = [c for c in out.cells if edit.cell is None or c.get("id") == edit.cell]
             if edit.cell is not None and not cells:
                 ids = ", ".join(str(c.get("id")) for c in out.cells)
@@ -100,7 +114,8 @@ def _edits(path: Path, doc: dict[str, Any]) -> tuple[Edit, ...]:
             isinstance(p, dict) and set(p) in _EDIT_KEYS
             and all(isinstance(v, str) for v in p.values()) for p in patch):
         raise CourseError(f"{path}: `patch` must be a list of {{find: TEXT, replace: TEXT}} "
-                          "(optionally with `cell: ID`) or {cell: ID, source: TEXT}")
+                          "(optionally with `cell: ID`), {cell: ID, source: TEXT} or "
+                          "{append: TEXT}")
     return tuple(Edit(**p) for p in patch)
 
 
@@ -119,6 +134,9 @@ def _patch(path: Path, kind: str, items: set[str] | None) -> NotebookPatch | Non
     if kind == "variant" and breaks:
         raise CourseError(f"{path}: a variant must keep every point; a notebook that breaks "
                           "items is an example (move it to examples/)")
+    if kind == "baseline" and breaks:
+        raise CourseError(f"{path}: a baseline declares no `breaks` (`grader calibrate` "
+                          "reads its metrics); a notebook that must fail items is an example")
     if items is not None:
         breaks = declared_breaks(path, "breaks", breaks, items)
     return NotebookPatch(path.stem, kind, str(doc.get("description", "")),
@@ -128,12 +146,12 @@ def _patch(path: Path, kind: str, items: set[str] | None) -> NotebookPatch | Non
 
 def load_notebook_patches(lab_dir: Path, items: set[str] | None = None
                           ) -> list[NotebookPatch]:
-    """``examples/*.yaml`` and the ``variants/*.yaml`` with ``of: notebook``, by name.
+    """``examples/*.yaml``, the ``variants/*.yaml`` with ``of: notebook`` and
+    ``baselines/*.yaml``, by name.
 
     ``items`` (the rubric's item ids) checks the ``breaks``; None leaves them unchecked.
     """
-    out = [_patch(path, kind, items) for kind, folder in (("example", "examples"),
-                                                           ("variant", "variants"))
+    out = [_patch(path, kind, items) for kind, folder in _KINDS
            for path in sorted((lab_dir / folder).glob("*.yaml"))]
     return [p for p in out if p is not None]
 
@@ -150,7 +168,7 @@ def shares_solution_checkpoints(folder: Path) -> bool:
     """Whether the example or variant in ``folder`` is graded with the solution's checkpoints:
     ``examples/correct`` of a lab with a solution notebook, or a patch declaring ``solution``."""
     found = _lab_of(folder.resolve())
-    if found is None or found[2] not in ("examples", "variants"):
+    if found is None or found[2] not in tuple(folder for _, folder in _KINDS):
         return False
     course, lab, kind = found
     if kind == "examples" and folder.name == "correct":
@@ -158,7 +176,7 @@ def shares_solution_checkpoints(folder: Path) -> bool:
     path = folder.parent / f"{folder.name}.yaml"
     if not path.is_file():
         return False
-    patch = _patch(path, kind.rstrip("s"), None)
+    patch = _patch(path, dict((f, k) for k, f in _KINDS)[kind], None)
     return patch is not None and patch.checkpoints == "solution"
 
 
