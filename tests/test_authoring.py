@@ -445,6 +445,16 @@ def test_a_lecturer_code_cell_reaches_the_reference_and_never_the_template() -> 
     assert nbformat.writes(split_solution(_tiny_solution(), "tiny").template) == template
 
 
+def test_the_solutions_training_run_keeps_the_lecturers_code_cells_and_no_markdown() -> None:
+    from grader.authoring.markers import solution_submission
+
+    student = solution_submission(_tiny_solution())
+    trained = solution_submission(_tiny_solution(), lecturer=True)
+    assert [c["id"] for c in student.cells] == ["parameters", "imports", "f", "config"]
+    assert [c["id"] for c in trained.cells] == ["parameters", "imports", "helper", "f", "config"]
+    assert "### BEGIN" not in nbformat.writes(trained)
+
+
 def _patch(tmp_path: Path, doc: dict, kind: str = "examples") -> Path:
     import yaml
 

@@ -241,12 +241,14 @@ def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "not
     return split
 
 
-def solution_submission(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def solution_submission(nb: nbformat.NotebookNode, *, lecturer: bool = False
+                        ) -> nbformat.NotebookNode:
     """The solution notebook as a student would hand it in: no markers, no hidden tests,
-    no lecturer cells, a ``parameters`` cell; the solution's cell ids."""
+    no lecturer cells, a ``parameters`` cell; the solution's cell ids. ``lecturer`` keeps the
+    lecturer's code cells (the run that trains the solution's checkpoints)."""
     out = _derived(nb)
     for i, cell in enumerate(nb.cells):
-        if LECTURER_TAG not in _tags(cell):
+        if LECTURER_TAG not in _tags(cell) or lecturer and cell.cell_type == "code":
             out.cells.append(_cell(cell.cell_type, _unmarked(cell.source, f"cell {i + 1}"),
                                    cell_id(cell, i), _tags(cell)))
     return _with_parameters(out)

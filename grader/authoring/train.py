@@ -1,6 +1,8 @@
 """``grader build LAB --checkpoints``: one trainer for every lab's checkpoints.
 
-It runs, in the sandbox, the solution notebook as a student would hand it in and every
+It runs, in the sandbox, the solution notebook as a student would hand it in (plus the
+lecturer's code cells: a cell tagged ``lecturer`` after the hyper-parameters may train the
+reference longer than students need, ``EPOCHS = 600``, without the template showing it) and every
 example or notebook variant declared ``checkpoints: trained`` (grader/authoring/examples.py),
 each with ``TRAIN = True``, the rubric's ``SEED`` and parameters injected after its
 ``parameters`` cell, as the grader runs a submission. The checkpoints the rubric names are
@@ -44,8 +46,10 @@ class Training:
 
 def _runs(course: Path, lab: str) -> list[tuple[str, nbformat.NotebookNode, Path]]:
     """(name, notebook, where its checkpoints go) of the solution and each trained patch."""
-    student = solution_submission(read_notebook(solution_path(course, lab)))
-    runs = [(SOLUTION, student, course / "reference" / "checkpoints")]
+    solution = read_notebook(solution_path(course, lab))
+    student = solution_submission(solution)
+    runs = [(SOLUTION, solution_submission(solution, lecturer=True),
+             course / "reference" / "checkpoints")]
     runs += [(p.name, p.apply(student), p.folder)
              for p in load_notebook_patches(course / "assignments" / lab)
              if p.checkpoints == "trained"]
