@@ -22,6 +22,7 @@ import torch
 from . import __version__
 from .batching import together
 from .checks import REGISTRY, CheckContext
+from .checks.registry import manual_seed
 from .errors import (CourseError, ExecutionTimeout, KernelDied, KernelStartError, MissingName,
                      ProtocolError, SandboxUnavailable, StudentException)
 from .execute import CellRecord, ExecutionRecord, inject_parameters, load_notebook, run_notebook
@@ -205,7 +206,7 @@ def _error(item: Item, message: str, *, kind: str, outcome: Outcome = "error",
 
 def run_item(ctx: CheckContext, item: Item) -> ItemResult:
     """Run one check; every way it can go wrong becomes a result, never an exception."""
-    torch.manual_seed(ctx.seed)
+    manual_seed(ctx.seed)
     try:
         verdict = REGISTRY[item.check].fn(ctx, item.params)
     except MissingName as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import nbformat
 import pytest
 import torch
 
+from grader import batching
 from grader.batching import batched, together
 from grader.checks.registry import PropertyFailure
 from grader.checks.strategies import _search, draw_examples, keyed, run_property
@@ -192,3 +194,23 @@ def test_a_memo_asked_by_tasks_together_is_computed_once() -> None:
     results = together([lambda: ctx.memo("draw", compute)] * 3)
     assert [r.value() for r in results] == [81] * 3 and len(computed) == 1
     assert len(kernel.batches) == 2 and all(len(b) == 1 for b in kernel.batches)
+
+
+def test_task_threads_are_reused_and_leave_no_route_or_grad_mode_behind() -> None:
+    """Workers run one body after another: a second ``together`` runs on the same threads,
+    and a task sees its caller's autograd mode, not what the thread's last task left."""
+    def named() -> str:
+        return threading.current_thread().name
+
+    def ident() -> int:
+        return threading.get_ident()
+
+    first = {r.value() for r in batching.together([ident] * 4)}
+    with torch.no_grad():
+        modes = [r.value() for r in batching.together([torch.is_grad_enabled] * 4)]
+    second = {r.value() for r in batching.together([ident] * 4)}
+    assert modes == [False] * 4
+    assert [r.value() for r in batching.together([torch.is_grad_enabled] * 4)] == [True] * 4
+    assert second & first and {r.value() for r in batching.together([named] * 2)} == {
+        "grader-task"}
+    assert getattr(batching._ROUTE, "task", None) is None

@@ -67,6 +67,21 @@ def test_rubric_errors_name_file_line_and_key(tmp_path: Path, edit: tuple[str, s
         assert err.line == line, str(err)
 
 
+def test_a_rubric_is_parsed_once_until_its_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "demo.yaml"
+    path.write_text(MINIMAL)
+    first = load_rubric(path)
+    assert load_rubric(path) is first
+    path.write_text(MINIMAL.replace("    points: 1", "    points: 2"))
+    changed = load_rubric(path)
+    assert changed is not first and changed.items[0].points == 2
+    path.write_text(MINIMAL.replace("    points: 1", "    points: one"))
+    with pytest.raises(RubricError):       # an error is never kept: raised on every load
+        load_rubric(path)
+    with pytest.raises(RubricError):
+        load_rubric(path)
+
+
 GENERATED = """assignment: demo
 items:
   - id: a

@@ -26,7 +26,7 @@ from ..protocol import Attr, Handle, Name
 from ..report.values import text as show
 from .params import choice, integer, list_of
 from .harness import run_property
-from .registry import CheckContext, PropertyFailure, Verdict, check
+from .registry import CheckContext, PropertyFailure, Verdict, check, manual_seed
 
 __all__ = ["interpolation_weights", "points_per_example", "recorded_rows", "quadratic_penalty",
            "expected_train_step", "penalty_case", "train_step_case", "unit_critic"]
@@ -460,7 +460,7 @@ def check_train_step_isolation(ctx: CheckContext, params: dict[str, Any]) -> Ver
 
     def build(key: str) -> Handle:
         spec = params[key]
-        torch.manual_seed(ctx.seed)
+        manual_seed(ctx.seed)
         return ctx.kernel.call(Name(spec["class"]), *spec.get("args", []), seed=ctx.seed,
                                keep=True)
 

@@ -33,7 +33,7 @@ from ..scoring import linear_credit
 from .harness import run_property, student_error, verdict_of
 from .numeric import jacobian_mismatch
 from .params import boolean, choice, integer, interval, list_of, number, string
-from .registry import CheckContext, Metric, PropertyFailure, Verdict, check
+from .registry import CheckContext, Metric, PropertyFailure, Verdict, check, manual_seed
 from .strategies import input_sets
 
 __all__ = ["normal_log_prob", "slogdet", "grid", "logdet_problem", "logdet_noise",
@@ -193,7 +193,7 @@ def _build(ctx: CheckContext, params: dict[str, Any], example: dict[str, Any],
            precision: str) -> Handle:
     spec = params["flow"]
     ctx.require(spec["class"])
-    torch.manual_seed(ctx.seed)
+    manual_seed(ctx.seed)
     handle = ctx.kernel.call(Name(spec["class"]), *_flow_args(params, example), seed=ctx.seed,
                              keep=True)
     std = float(params.get("redraw", 0.3))

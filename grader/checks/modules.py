@@ -17,7 +17,7 @@ from ..protocol import Attr
 from .compare import Tolerance, mismatch
 from .harness import examples, infer_dims, run_property, target, verdict_of
 from .params import anything, list_of
-from .registry import CheckContext, PropertyFailure, Verdict, check
+from .registry import CheckContext, PropertyFailure, Verdict, check, manual_seed
 
 __all__ = ["library_module", "arrange"]
 
@@ -47,7 +47,7 @@ def library_module(name: str, args: list[Any], dims: dict[str, int], seed: int,
         raise KeyError(f"torch.nn has no module `{name}`")
     sizes = [dims.get(a, a) if isinstance(a, str) else a for a in args]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        manual_seed(seed)
         module = cls(*sizes)
     return module.to(dtype).eval()
 
