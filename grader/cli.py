@@ -255,6 +255,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
     import tempfile
 
+    from .workers import warm_up
+
+    warm_up(not args.unsafe_no_sandbox)
     from .authoring.examples import staged_examples
     from .batch import run_batch
     from .batch.ingest import slug
@@ -390,6 +393,9 @@ def _lint(args: argparse.Namespace, console: Console) -> int:
 
 
 def _validate(args: argparse.Namespace, console: Console) -> int:
+    from .workers import warm_up
+
+    warm_up(not args.unsafe_no_sandbox)
     from .authoring import validate
     from .pipeline import find_course
 
@@ -460,6 +466,10 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    from .workers import warm_up
+
+    if not args.scheduler:      # the workers' fork server and kernel template, beside our imports
+        warm_up(not args.unsafe_no_sandbox, args.device)
     from .batch import run_batch
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -92,6 +92,9 @@ def graded(course: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
         for p in (EXAMPLES / "different").iterdir():
             zf.write(p, f"ivan/{p.name}")
     out = tmp_path_factory.mktemp("batch")
+    from grader.workers import warm_up
+
+    warm_up(True), warm_up(True)        # as `grader batch` does: still one template in all
     result = run_batch(subs, "backprop", out, course=course, workers=2,
                        progress=lambda *_: TEMPLATES.append(len(template_roots())))
     return out, result

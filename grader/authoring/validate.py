@@ -183,7 +183,7 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
 
     ``kinds`` restricts the rows graded (the test suite grades examples elsewhere).
     """
-    from ..batch.runner import adopt_template, prepare_workers
+    from ..workers import adopt_template, prepare_workers
     from ..pipeline import require_sandbox
 
     note = progress or (lambda _m: None)

@@ -14,11 +14,9 @@ the rerun grades.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import shutil
 import socket
-import threading
 import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -34,9 +32,10 @@ from ..rubric import load_rubric
 from .exports import write_report_atomically
 from .gradebook import Gradebook, Row
 from .ingest import Ingested, Limits, ingest, read_roster, slug
+from ..workers import adopt_template, prepare_workers
 
 __all__ = ["Job", "BatchResult", "run_batch", "grade_job", "keep_notebooks", "KEPT_NOTEBOOK",
-           "prepare_workers", "adopt_template"]
+           "prepare_workers", "adopt_template"]      # the last two: grader/workers.py
 
 KEPT_NOTEBOOK = "submission.ipynb"     # students/<id>/submission.ipynb: the graded notebook
 
@@ -306,65 +305,6 @@ def run_batch(source: Path, lab: str, out: Path, *, course: str | Path | None = 
     book.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return result
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a fork server that has imported the grader and torch once (about
-    1.5 s of CPU each that a spawned worker pays again; the server serves every batch of
-    this process: the demo's seven labs import once). The server is a fresh single-threaded
-    process, so forking it is safe where forking this one (its progress thread, its
-    gradebook connection) would not be; where there is no fork server, spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch._dynamo",
-                                    "torch.fx.experimental.symbolic_shapes",
-                                    "grader.pipeline", "grader.batch.runner"])
-    return context
-
-
-def adopt_template(template: socket.socket | None) -> None:
-    """In a worker (a pool's initializer): fork kernels from the main process's template
-    (:func:`prepare_workers`), or, without one, start this worker's own now, while it has
-    nothing to grade."""
-    from ..sandbox.zygote import adopt_zygote, shared_zygote
-
-    if template is not None:
-        adopt_zygote(template)
-    else:
-        shared_zygote()
-
-
-def prepare_workers(sandbox: bool, device: str = "cpu"
-                    ) -> tuple[multiprocessing.context.BaseContext, socket.socket | None]:
-    """The context grading workers come from and the template their kernels fork from
-    (for :func:`adopt_template`): what ``grader batch`` and ``grader validate`` share."""
-    context = _worker_context()
-    return context, _start_for_workers(context, sandbox, device)
-
-
-def _start_for_workers(context: multiprocessing.context.BaseContext, sandbox: bool,
-                       device: str) -> socket.socket | None:
-    """Start, at once, what every worker needs: the fork server the workers come from (it
-    imports torch and the grader) and, on a thread beside it, the kernels' template (it
-    imports torch in the sandbox), which the workers then share (one template, not one a
-    worker). Returns the template's socket for the workers; None where kernels cannot be
-    forked (no sandbox, a GPU, no template here: each worker then starts cold)."""
-    server = None
-    if context.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        server = threading.Thread(target=forkserver.ensure_running, daemon=True)
-        server.start()
-    control = None
-    if sandbox and not device.startswith("cuda"):
-        from ..sandbox.zygote import shared_zygote
-
-        zygote = shared_zygote()
-        control = zygote.control if zygote is not None else None
-    if server is not None:
-        server.join()
-    return control
 
 
 def _run_local(todo: list[Job], done: Callable[[Job, dict[str, Any], int], None], *,
