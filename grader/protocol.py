@@ -16,6 +16,7 @@ import queue
 import re
 import secrets
 import time
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, NoReturn
@@ -27,8 +28,8 @@ from .errors import (ExecutionTimeout, KernelDied, ProtocolError, StudentExcepti
                      SubmissionError)
 from .sandbox import KernelSession
 
-__all__ = ["Name", "Handle", "Attr", "Back", "Call", "Get", "KernelProxy", "Outcome", "encode",
-           "decode"]
+__all__ = ["Name", "Handle", "Attr", "Back", "Call", "Get", "KernelProxy", "Outcome",
+           "DenseBudget", "encode", "decode"]
 
 MIME = "application/vnd.grader.reply+json"
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
@@ -38,6 +39,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_ITEMS = 100_000
 _MAX_PROMPT = 4096            # bytes of one input_request the grader will read (remote objects)
 _INLINE_BYTES = 64 << 10      # a request up to this size goes as code, a larger one over stdin
+_ZIP_MIN = 4 << 10            # a tensor of this many bytes or more travels zlib-compressed
+_DENSE_DEFAULT = 64 << 20     # bytes of tensors one decoded value may expand to (no limits given)
 
 StdinHandler = Callable[[Any], Any]
 
@@ -125,7 +128,7 @@ def encode(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         return {"$tensor": {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-                            "data": base64.b64encode(t.numpy().tobytes()).decode("ascii")}}
+                            **_packed(t.numpy().tobytes())}}
     if isinstance(value, float) and not math.isfinite(value):
         return {"$float": repr(value)}
     if isinstance(value, tuple):
@@ -137,8 +140,53 @@ def encode(value: Any) -> Any:
     return value
 
 
-def _decode_tensor(spec: Any) -> torch.Tensor:
-    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+def _packed(raw: bytes) -> dict[str, str]:
+    """A tensor's bytes as base64 text (``data``), or, where zlib halves them, compressed
+    (``zdata``): the causality checks' cotangents are almost all zeros, their gradients half,
+    and 8 MB of base64 each way cost more than compressing them."""
+    if len(raw) >= _ZIP_MIN:
+        packed = zlib.compress(raw, 1)
+        if 4 * len(packed) <= 3 * len(raw):
+            return {"zdata": base64.b64encode(packed).decode("ascii")}
+    return {"data": base64.b64encode(raw).decode("ascii")}
+
+
+class DenseBudget:
+    """The bytes of tensors one reply may decode to. A compressed tensor is inflated only
+    within it (``zlib`` expands up to 1000-fold), so a reply the size limit lets through
+    cannot make the grader allocate more than a plain reply of that size could."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise ProtocolError(f"the reply's tensors expand past the limit of "
+                                f"{self.left + nbytes} bytes")
+        self.left -= nbytes
+
+
+def _tensor_bytes(spec: dict[str, Any], nbytes: int, budget: DenseBudget) -> bytes:
+    budget.take(nbytes)
+    if "data" in spec:
+        if not isinstance(spec["data"], str):
+            raise ProtocolError("tensor data is not base64 text")
+        return base64.b64decode(spec["data"], validate=True)
+    if not isinstance(spec["zdata"], str):
+        raise ProtocolError("tensor data is not base64 text")
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(base64.b64decode(spec["zdata"], validate=True), nbytes)
+    except zlib.error as exc:
+        raise ProtocolError(f"compressed tensor data does not inflate: {exc}") from None
+    if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+        raise ProtocolError(f"compressed tensor data does not inflate to {nbytes} bytes")
+    return raw
+
+
+def _decode_tensor(spec: Any, budget: DenseBudget) -> torch.Tensor:
+    if not isinstance(spec, dict) or set(spec) not in ({"dtype", "shape", "data"},
+                                                       {"dtype", "shape", "zdata"}):
         raise ProtocolError("malformed tensor in the kernel's reply")
     dtype = _DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
     shape = spec["shape"]
@@ -147,10 +195,8 @@ def _decode_tensor(spec: Any) -> torch.Tensor:
     if not (isinstance(shape, list) and len(shape) <= 8
             and all(isinstance(s, int) and 0 <= s <= 1 << 31 for s in shape)):
         raise ProtocolError(f"tensor of invalid shape {shape!r} in the reply")
-    if not isinstance(spec["data"], str):
-        raise ProtocolError("tensor data is not base64 text")
-    raw = base64.b64decode(spec["data"], validate=True)
     count = math.prod(shape)
+    raw = _tensor_bytes(spec, count * np.dtype(dtype).itemsize, budget)
     if len(raw) != count * np.dtype(dtype).itemsize:
         raise ProtocolError(f"tensor of shape {shape} carries {len(raw)} bytes, not "
                             f"{count * np.dtype(dtype).itemsize}")
@@ -158,8 +204,10 @@ def _decode_tensor(spec: Any) -> torch.Tensor:
     return torch.from_numpy(array.copy())
 
 
-def decode(value: Any, depth: int = 0) -> Any:
-    """JSON from the kernel -> tensors, numbers, tuples, dicts and handles; never code."""
+def decode(value: Any, depth: int = 0, budget: DenseBudget | None = None) -> Any:
+    """JSON from the kernel -> tensors, numbers, tuples, dicts and handles; never code.
+    ``budget``: the bytes its tensors may take (shared by the values of one reply)."""
+    budget = DenseBudget(_DENSE_DEFAULT) if budget is None else budget
     if depth > _MAX_DEPTH:
         raise ProtocolError("reply nested too deeply")
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -167,17 +215,17 @@ def decode(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         if len(value) > _MAX_ITEMS:
             raise ProtocolError("reply list too long")
-        return [decode(v, depth + 1) for v in value]
+        return [decode(v, depth + 1, budget) for v in value]
     if not isinstance(value, dict) or len(value) == 0:
         raise ProtocolError(f"unexpected {type(value).__name__} in the kernel's reply")
     if "$tensor" in value:
-        return _decode_tensor(value["$tensor"])
+        return _decode_tensor(value["$tensor"], budget)
     if "$float" in value and value["$float"] in ("nan", "inf", "-inf"):
         return float(value["$float"])
     if "$tuple" in value and isinstance(value["$tuple"], list):
-        return tuple(decode(v, depth + 1) for v in value["$tuple"])
+        return tuple(decode(v, depth + 1, budget) for v in value["$tuple"])
     if "$dict" in value and isinstance(value["$dict"], dict):
-        return {str(k): decode(v, depth + 1) for k, v in value["$dict"].items()}
+        return {str(k): decode(v, depth + 1, budget) for k, v in value["$dict"].items()}
     if "$handle" in value and isinstance(value["$handle"], str):
         return Handle(value["$handle"][:64], str(value.get("type", ""))[:200])
     raise ProtocolError(f"unknown value in the kernel's reply: keys {sorted(value)[:5]}")
@@ -256,7 +304,7 @@ class KernelProxy:
             if routed is not None:
                 return routed.value()
         reply = self._send({"op": op, **fields}, timeout, stdin_handler)
-        return self._outcome(reply).value()
+        return self._outcome(reply, self._budget()).value()
 
     def run(self, calls: list[Call | Get]) -> list[Outcome]:
         """``calls`` in order, as one request (one round trip, or one step of the batch
@@ -295,18 +343,22 @@ class KernelProxy:
                     raise ProtocolError("the kernel's batch reply does not answer its steps")
             except SubmissionError as exc:
                 return outcomes + [Outcome(error=exc)] * len(rest)
-            answered = 0
+            answered, budget = 0, self._budget()
             for item in reply:
                 if isinstance(item, dict) and item.get("deferred") is True:
                     break
-                outcomes.append(self._step_outcome(item, limits.call_timeout_s))
+                outcomes.append(self._step_outcome(item, limits.call_timeout_s, budget))
                 answered += 1
             if not answered:
                 error = ProtocolError("the kernel deferred every step of a batch")
                 return outcomes + [Outcome(error=error)] * len(rest)
         return outcomes
 
-    def _step_outcome(self, item: Any, seconds: float) -> Outcome:
+    def _budget(self) -> DenseBudget:
+        """What one reply's tensors may expand to: what a plain reply of ``reply_mb`` holds."""
+        return DenseBudget(self.session.limits.reply_mb << 20)
+
+    def _step_outcome(self, item: Any, seconds: float, budget: DenseBudget) -> Outcome:
         if isinstance(item, dict) and item.get("timeout") is True:
             return Outcome(error=ExecutionTimeout(
                 f"the call took longer than {seconds:g} s and was interrupted"))
@@ -314,7 +366,7 @@ class KernelProxy:
             return Outcome(error=ExecutionTimeout(
                 "not run: an earlier call of the same request ran out of time"))
         try:
-            return self._outcome(item)
+            return self._outcome(item, budget)
         except ProtocolError as exc:
             return Outcome(error=exc)
 
@@ -347,12 +399,12 @@ class KernelProxy:
         return reply
 
     @staticmethod
-    def _outcome(reply: Any) -> Outcome:
+    def _outcome(reply: Any, budget: DenseBudget | None = None) -> Outcome:
         """A reply (or a batch item) as an Outcome; ProtocolError if it is malformed."""
         if not isinstance(reply, dict):
             raise ProtocolError("malformed reply from the kernel")
         if reply.get("ok") is True:
-            return Outcome(value=decode(reply.get("value")))
+            return Outcome(value=decode(reply.get("value"), budget=budget))
         if reply.get("ok") is False:
             return Outcome(error=StudentException(str(reply.get("ename", "Exception"))[:200],
                                                   str(reply.get("evalue", ""))[:2000],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from grader.checks.compare import Tolerance, mismatch, normal_moment_test
 from grader.checks.numeric import central_differences
 from grader.checks.strategies import input_sets, run_property
 from grader.errors import ProtocolError, RubricError
-from grader.protocol import Handle, decode, encode
+from grader.protocol import DenseBudget, Handle, decode, encode
 from grader.rubric import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,6 +177,50 @@ def test_decode_round_trips_tensors_and_structures() -> None:
 def test_decode_rejects_malformed_or_hostile_replies(wire: object, words: str | None) -> None:
     with pytest.raises((ProtocolError, ValueError), match=words):
         decode(wire)
+
+
+def _zipped_wire(dtype: str, shape: list[int], data: bytes) -> dict[str, object]:
+    return {"$tensor": {"dtype": dtype, "shape": shape,
+                        "zdata": base64.b64encode(zlib.compress(data)).decode()}}
+
+
+def test_large_sparse_tensors_travel_compressed_and_come_back_exact() -> None:
+    cot = torch.zeros(64, 32, 64)
+    cot[torch.arange(64), :, torch.arange(64)] = torch.randn(64, 32)
+    wire = encode(cot)
+    assert "zdata" in wire["$tensor"] and len(wire["$tensor"]["zdata"]) < 100_000
+    assert torch.equal(decode(wire), cot)
+    noise = torch.randn(64, 1024)                # incompressible: stays plain
+    assert "data" in encode(noise)["$tensor"] and torch.equal(decode(encode(noise)), noise)
+
+
+@pytest.mark.parametrize("wire, words", [
+    (_zipped_wire("float32", [4], b"\0" * 8), "carries 8 bytes, not 16"),
+    (_zipped_wire("float32", [2], b"\0" * 16), "does not inflate to 8 bytes"),
+    ({"$tensor": {"dtype": "float32", "shape": [2], "zdata": base64.b64encode(b"junk").decode()}},
+     "does not inflate"),
+    ({"$tensor": {"dtype": "float32", "shape": [2], "data": "", "zdata": ""}}, "malformed"),
+])
+def test_compressed_tensors_must_inflate_to_exactly_their_shape(wire: object,
+                                                                words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        decode(wire)
+
+
+def test_a_reply_cannot_make_the_grader_inflate_past_its_budget() -> None:
+    """A zlib bomb: 1 GiB of zeros is a megabyte compressed, well inside a reply's size
+    limit. Decoding refuses it before inflating anything, and the budget is the reply's:
+    two halves that fit alone do not fit together."""
+    bomb = {"$tensor": {"dtype": "uint8", "shape": [1 << 30],
+                        "zdata": base64.b64encode(zlib.compress(bytes(1 << 20))).decode()}}
+    with pytest.raises(ProtocolError, match="expand past the limit"):
+        decode(bomb)
+    half = _zipped_wire("uint8", [40 << 20], bytes(40 << 20))
+    assert decode(half).numel() == 40 << 20
+    with pytest.raises(ProtocolError, match="expand past the limit"):
+        decode([half, half])
+    with pytest.raises(ProtocolError, match="expand past the limit"):
+        decode(half, budget=DenseBudget(1 << 20))
 
 
 def test_decode_bounds_nesting_depth() -> None:

@@ -3,9 +3,9 @@
 This file is never imported by the grader: its source is sent to the student's
 kernel after the notebook has run. It answers requests of the form "call this
 name of yours on these inputs" with plain data: JSON with tensors as base64 raw
-bytes, published as one display_data message of MIME type ``MIME``. It decides
-nothing; the student may rewrite it at will, and everything it sends back is
-checked by the grader as untrusted data.
+bytes (zlib-compressed where that halves a large one), published as one display_data
+message of MIME type ``MIME``. It decides nothing; the student may rewrite it at will,
+and everything it sends back is checked by the grader as untrusted data.
 """
 
 import base64
@@ -13,12 +13,15 @@ import json
 import random
 import sys
 import traceback
+import zlib
 
 MIME = "application/vnd.grader.reply+json"
 _MAX_ITEMS = 100_000
 _MAX_DEPTH = 12
 _handles = {}
 _counter = [0]
+_ZIP_MIN = 4 << 10
+_dense = [0]          # bytes of the tensors encoded so far (a batch's budget counts them)
 
 
 def _torch():
@@ -69,7 +72,8 @@ def _decode(value):
     if "$tensor" in value:
         torch = _torch()
         spec = value["$tensor"]
-        raw = base64.b64decode(spec["data"])
+        raw = base64.b64decode(spec["data"]) if "data" in spec \
+            else zlib.decompress(base64.b64decode(spec["zdata"]))
         flat = torch.frombuffer(bytearray(raw), dtype=getattr(torch, spec["dtype"]))
         return flat.reshape(spec["shape"]).clone()
     if "$float" in value:
@@ -105,8 +109,12 @@ def _encode(value, depth=0):
             raise TypeError(f"cannot send a {t.dtype} {t.layout} tensor")
         t = t.contiguous()
         data = t.numpy().tobytes() if t.numel() else b""
+        _dense[0] += len(data)
+        packed = zlib.compress(data, 1) if len(data) >= _ZIP_MIN else data
+        key = "zdata" if 4 * len(packed) <= 3 * len(data) else "data"
         return {"$tensor": {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
-                            "data": base64.b64encode(data).decode("ascii")}}
+                            key: base64.b64encode(packed if key == "zdata" else data
+                                                  ).decode("ascii")}}
     if isinstance(value, torch.Size):
         return list(value)
     if isinstance(value, (tuple, list)):
@@ -314,7 +322,8 @@ def _step(step, seconds):
 def _batch(req):
     """Answer every step of ``req["steps"]`` in order, each on its own (one failing step does
     not stop the others). A step past ``step_timeout_s`` ends the batch (the rest come back
-    ``skipped``); once the answers pass ``max_bytes`` of JSON the rest come back
+    ``skipped``); once the answers pass ``max_bytes`` of JSON (or of tensors, counted
+    uncompressed: what the grader will inflate them to) the rest come back
     ``deferred`` (not run) for the grader to send again, so one reply stays bounded. A
     step may name what an earlier step kept (``{"$back": n}``: n steps before it), so a
     chain of dependent calls is one request too."""
@@ -330,13 +339,14 @@ def _batch(req):
             out.extend({"deferred": True} for _ in steps[n:])
             break
         step["device"] = req.get("device")
+        before = _dense[0]
         item = _step(step, seconds)
         out.append(item)
         if item.get("timeout"):
             out.extend({"skipped": True} for _ in steps[n + 1:])
             break
         if budget:
-            used += len(json.dumps(item))
+            used += max(len(json.dumps(item)), _dense[0] - before)
     return out[start:]
 
 
