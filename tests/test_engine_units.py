@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
+import importlib.util
 import math
 import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -341,3 +344,56 @@ def test_float64_code_with_float32_inside_is_judged_as_float32_code() -> None:
     why, retried = judge_with_float32_retry(wrong, expected, params, "float64",
                                             lambda: wrong.float())
     assert why and "off by" in why and not retried
+
+
+_SQUARED: list[int] = []
+
+
+def _square(x: torch.Tensor) -> torch.Tensor:
+    _SQUARED.append(1)
+    return x * x
+
+
+def test_reference_gradients_are_confirmed_once_per_input_and_forward() -> None:
+    """The finite differences that confirm the reference's autograd run once for the same
+    forward and inputs (every student is graded on the same draws); other inputs, another
+    forward, or a forward with captured state are computed afresh."""
+    from grader.checks import gradients
+
+    calls, square = _SQUARED, _square
+    x, cot = torch.randn(3, 2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64)
+    first = gradients.reference_gradients(square, [x], [0], cot)
+    counted = len(calls)
+    again = gradients.reference_gradients(square, [x.clone()], [0], cot)
+    assert len(calls) == counted and torch.equal(first[0], again[0])
+    assert torch.allclose(first[0], 2 * x)
+    again[0].zero_()                                  # a caller's change is not remembered
+    assert torch.equal(gradients.reference_gradients(square, [x], [0], cot)[0], first[0])
+    gradients.reference_gradients(square, [x + 1], [0], cot)
+    assert len(calls) > counted
+    scale = torch.tensor(3.0, dtype=torch.float64)
+    key = functools.partial(gradients._confirmation_key, args=[x], wrt=[0], cotangent=cot,
+                            eps=1e-6, rtol=1e-5, seed=0)
+    assert key(square) is not None
+    assert key(lambda y: y * scale) is None                  # captured: not pinned by source
+    assert key(lambda y, s=scale: y * s) is None             # a tensor default: neither
+    assert key(torch.nn.functional.relu) != key(square)
+
+
+def test_a_mutant_of_the_reference_is_never_answered_from_the_reference(
+        tmp_path: Path) -> None:
+    from grader.checks import gradients
+
+    def load(name: str, text: str) -> Any:
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.f
+
+    x, cot = torch.randn(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    reference = load("ref", "K = 2.0\ndef f(x):\n    return K * x\n")
+    mutant = load("mut", "K = 3.0\ndef f(x):\n    return K * x\n")
+    assert torch.allclose(gradients.reference_gradients(reference, [x], [0], cot)[0], 2 * cot)
+    assert torch.allclose(gradients.reference_gradients(mutant, [x], [0], cot)[0], 3 * cot)
