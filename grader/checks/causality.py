@@ -134,12 +134,14 @@ def first_violation(dep: torch.Tensor, outputs: list[int], allowed: torch.Tensor
     """The first output position that depends on another batch row (``"row"``, t, b, rows)
     or on a forbidden input position (``"leak"``, t, b, positions): exact zeros required."""
     batch = dep.shape[1]
+    rows = torch.arange(batch)
+    reaches = dep.amax(-1) > 0                                   # (outputs, B)
     for k, t in enumerate(outputs):
         b = t % batch
-        other = [r for r in range(batch) if r != b and dep[k, r].max() > 0]
+        other = (reaches[k] & (rows != b)).nonzero().flatten().tolist()
         if other:
             return "row", t, b, other
-        leaks = [s for s in range(dep.shape[2]) if not allowed[t, s] and dep[k, b, s] != 0]
+        leaks = (~allowed[t] & (dep[k, b] != 0)).nonzero().flatten().tolist()
         if leaks:
             return "leak", t, b, leaks
     return None
