@@ -28,6 +28,7 @@ import nbformat
 
 from .checks.registry import REGISTRY, Metric
 from .errors import CourseError
+from .model import Report
 from .pipeline import find_course, grade
 from .rubric import Rubric, load_rubric
 
@@ -86,12 +87,13 @@ def reference_submission(course: Path, rubric: Rubric, folder: Path,
     return folder
 
 
-def _values(report: dict, anchors: dict[str, Anchor], kinds: dict[str, str]) -> dict[str, float]:
+def _values(report: Report, anchors: dict[str, Anchor], kinds: dict[str, str]
+            ) -> dict[str, float]:
     out = {}
-    for item in report["items"]:
-        key = metrics()[kinds[item["id"]]].detail
-        if key in item["details"]:
-            out[item["id"]] = float(item["details"][key])
+    for item in report.items:
+        key = metrics()[kinds[item.id]].detail
+        if key in item.details:
+            out[item.id] = float(item.details[key])
     return out
 
 
@@ -113,14 +115,14 @@ def calibrate(lab: str, *, course: str | Path | None = None, seeds: int = 5,
         ref = reference_submission(course_dir, rubric, Path(tmp) / "reference")
         for seed in range(seeds):
             note(f"reference, seed {seed}")
-            report = grade(ref, course=course_dir, only=set(kinds), seed=seed)
+            report = Report.from_json(grade(ref, course=course_dir, only=set(kinds), seed=seed))
             for item, value in _values(report, anchors, kinds).items():
                 anchors[item].reference.append(value)
         baselines = course_dir / "assignments" / lab / "baselines"
         for folder in sorted(p for p in baselines.glob("*") if p.is_dir()):
             note(f"baseline {folder.name}")
-            report = grade(submission_folder(folder, Path(tmp)), course=course_dir,
-                           only=set(kinds))
+            report = Report.from_json(grade(submission_folder(folder, Path(tmp)),
+                                            course=course_dir, only=set(kinds)))
             for item, value in _values(report, anchors, kinds).items():
                 anchors[item].baselines[folder.name] = value
     for anchor in anchors.values():

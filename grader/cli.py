@@ -41,6 +41,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import CourseError, GraderError, RubricError, SandboxUnavailable
+from .model import ItemResult, Report
 
 __all__ = ["main"]
 
@@ -196,50 +197,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=escape(f"{report['title']} ({report['assignment']}): "
-                               f"{report['score']:.4g} / {report['max_score']:g}"))
+def _table(report: Report, console: Console) -> None:
+    table = Table(title=escape(f"{report.title} ({report.assignment}): "
+                               f"{report.score:.4g} / {report.max_score:g}"))
     for col in ("item", "outcome", "points", "message"):
         table.add_column(col, overflow="fold")
-    for item in report["items"]:
-        style = _STYLE.get(item["outcome"], "")
-        kind = f" ({item['error_kind']})" if item.get("error_kind") else ""
-        table.add_row(escape(item["id"]), f"[{style}]{item['outcome']}{kind}[/]",
-                      f"{item['score']:g}/{item['max_score']:g}", escape(item["message"][:300]))
+    for item in report.items:
+        style = _STYLE.get(item.outcome, "")
+        kind = f" ({item.error_kind})" if item.error_kind else ""
+        table.add_row(escape(item.id), f"[{style}]{item.outcome}{kind}[/]",
+                      f"{item.score:g}/{item.max_score:g}", escape(item.message[:300]))
     console.print(table)
-    for item in report["items"]:
-        ce = item.get("counterexample")
-        if item["outcome"] != "passed" and ce:
-            console.print(f"[bold]{escape(item['id'])}[/] smallest failing input:")
+    for item in report.items:
+        ce = item.counterexample
+        if item.outcome != "passed" and ce:
+            console.print(f"[bold]{escape(item.id)}[/] smallest failing input:")
             for name, text in (ce.get("inputs") or {}).items():
                 console.print(f"  {name} = {text}", markup=False, highlight=False)
             for key in ("expected", "actual"):
                 if ce.get(key):
                     console.print(f"  {key}: {ce[key]}", markup=False, highlight=False)
-    for warning in report["warnings"]:
+    for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for item in _review(report):
-        console.print(f"[bold magenta]needs review:[/] {escape(item['id'])} "
-                      f"({item.get('error_kind') or 'error'})", highlight=False)
+        console.print(f"[bold magenta]needs review:[/] {escape(item.id)} "
+                      f"({item.error_kind or 'error'})", highlight=False)
 
 
-def _review(report: dict[str, Any]) -> list[dict[str, Any]]:
+def _review(report: Report) -> list[ItemResult]:
     """The items a TA must look at before the grade is final (a grader-side problem)."""
-    return [i for i in report["items"] if i.get("needs_review")]
+    return [i for i in report.items if i.needs_review]
 
 
 def _grade(args: argparse.Namespace, submission: str, public_only: bool,
-           console: Console) -> dict[str, Any]:
+           console: Console) -> Report:
     from .pipeline import grade
 
     with console.status("grading…") as status:
-        return grade(submission, assignment=args.assignment, course=args.course,
-                     public_only=public_only, sandbox=not args.unsafe_no_sandbox,
-                     device=getattr(args, "device", "cpu"), kit_fallback=public_only,
-                     progress=lambda msg: status.update(msg))
+        return Report.from_json(grade(
+            submission, assignment=args.assignment, course=args.course,
+            public_only=public_only, sandbox=not args.unsafe_no_sandbox,
+            device=getattr(args, "device", "cpu"), kit_fallback=public_only,
+            progress=lambda msg: status.update(msg)))
 
 
-def _write(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+def _write(report: Report, out: str | Path) -> tuple[Path, Path]:
     from .report import write_reports
 
     return write_reports(report, Path(out))
@@ -299,13 +301,12 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
                     table.add_row(lab, folder.name, "error", "could not be graded (see "
                                   f"{out / lab / 'dashboard.html'})", "-")
                     continue
-                report = json.loads(path.read_text())
-                failed = [i["id"] + (" (needs review)" if i["needs_review"] else
-                                     " (pending: a TA grades it)" if i["outcome"] == "pending"
-                                     else "")
-                          for i in report["items"] if i["outcome"] != "passed"]
-                table.add_row(lab, folder.name, f"{report['score']:.4g}/{report['max_score']:g}",
-                              ", ".join(failed) or "-", f"{report['timings']['total_s']:.1f} s")
+                report = Report.from_json(json.loads(path.read_text()))
+                failed = [i.id + (" (needs review)" if i.needs_review else
+                                  " (pending: a TA grades it)" if i.outcome == "pending" else "")
+                          for i in report.items if i.outcome != "passed"]
+                table.add_row(lab, folder.name, f"{report.score:.4g}/{report.max_score:g}",
+                              ", ".join(failed) or "-", f"{report.timings['total_s']:.1f} s")
     console.print(table)
     root = out.resolve()
     console.print(f"{sum(1 for _ in root.glob('*/students/*/report.json'))} reports in "
@@ -623,15 +624,16 @@ def _gradescope(args: argparse.Namespace, console: Console) -> int:
 
     course = args.course or ("/autograder/source" if Path("/autograder/source").is_dir()
                              else None)
-    report = grade(args.submission, assignment=args.assignment, course=course)
+    report = Report.from_json(grade(args.submission, assignment=args.assignment,
+                                    course=course))
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(gradescope_results(report), indent=1))
-    console.print(f"wrote {out}: {report['score']:.4g} / {report['max_score']:g}")
+    console.print(f"wrote {out}: {report.score:.4g} / {report.max_score:g}")
     review = _review(report)
     for item in review:
-        console.print(f"needs review: {item['id']} ({item.get('error_kind')}): "
-                      f"{item['message'][:300]}", highlight=False, markup=False)
+        console.print(f"needs review: {item.id} ({item.error_kind}): "
+                      f"{item.message[:300]}", highlight=False, markup=False)
     return EXIT_REVIEW if review else EXIT_OK
 
 
@@ -645,7 +647,7 @@ def _graded(args: argparse.Namespace, console: Console) -> int:
     if _review(report):
         return EXIT_REVIEW
     if args.command == "check":      # a manual item is pending: a TA grades it, later
-        ok = all(i["outcome"] in ("passed", "pending") for i in report["items"])
+        ok = all(i.outcome in ("passed", "pending") for i in report.items)
         return EXIT_OK if ok else EXIT_FAILED
     return EXIT_OK
 

@@ -97,8 +97,48 @@ def _adjustment(data: dict[str, Any] | None) -> ItemAdjustment | None:
     return None if data is None else ItemAdjustment.from_json(data)
 
 
+class _Scored:
+    """What an item's points and a TA's adjustment of them mean, the same for a report's
+    :class:`ItemResult` and the gradebook's :class:`GradebookItem` (derived, never written:
+    not fields)."""
+
+    score: float
+    max_score: float
+    outcome: Outcome
+    needs_review: bool
+    adjustment: ItemAdjustment | None
+
+    @property
+    def adjusted(self) -> bool:
+        """A TA's points are laid over the grader's."""
+        return self.adjustment is not None
+
+    @property
+    def automatic_score(self) -> float:
+        """The points the grader gave, whatever a TA has since given."""
+        return self.score if self.adjustment is None else self.adjustment.automatic_score
+
+    @property
+    def awaits_review(self) -> bool:
+        """A TA must look before the grade is final (a grader-side problem), and has not
+        yet given their points."""
+        return bool(self.needs_review) and self.adjustment is None
+
+    @property
+    def awaits_grading(self) -> bool:
+        """A manual item no TA has graded yet."""
+        return self.outcome == "pending" and self.adjustment is None
+
+    @property
+    def passes(self) -> bool:
+        """Passed as the grader found, or, once a TA has adjusted it, given full points."""
+        if self.adjustment is not None:
+            return self.score >= self.max_score
+        return self.outcome == "passed"
+
+
 @dataclass(frozen=True, kw_only=True)
-class ItemResult:
+class ItemResult(_Scored):
     """One rubric item's result in a report (``$defs/item``)."""
 
     id: str
@@ -181,7 +221,7 @@ class Report:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GradebookItem:
+class GradebookItem(_Scored):
     """What the gradebook keeps of an :class:`ItemResult`: a declared projection, each field
     one of the item's (``tests/test_model.py`` holds them equal), built by :meth:`of`.
 

@@ -177,3 +177,24 @@ def test_a_gradebook_item_written_before_title_and_message_were_kept_reads() -> 
            "visibility": "public", "needs_review": False, "error_kind": None}
     item = GradebookItem.from_json(old)
     assert (item.title, item.message, item.adjustment) == ("", "", None)
+
+
+def test_an_items_derived_state_is_the_same_in_the_report_and_the_gradebook() -> None:
+    """adjusted, automatic_score, awaits_review, awaits_grading, passes: derived once, in the
+    model, for a report's item and the gradebook's projection alike (and never written)."""
+    adjustment = {"automatic_score": 0.5, "comment": "ok", "by": "ta",
+                  "at": "2025-01-01T00:00:00+00:00"}
+    cases = [({}, (False, 5.0, False, False, True)),
+             ({"outcome": "error", "score": 0.0, "needs_review": True, "error_kind": "timeout"},
+              (False, 0.0, True, False, False)),
+             ({"outcome": "error", "score": 5.0, "needs_review": True, "error_kind": "timeout",
+               "adjustment": adjustment}, (True, 0.5, False, False, True)),
+             ({"outcome": "pending", "score": 0.0}, (False, 0.0, False, True, False)),
+             ({"outcome": "pending", "score": 4.0, "adjustment": adjustment},
+              (True, 0.5, False, False, False))]
+    for overrides, expected in cases:
+        item = ItemResult.from_json({"error_kind": None, **make_item(**overrides)})
+        for model in (item, GradebookItem.of(item)):
+            assert (model.adjusted, model.automatic_score, model.awaits_review,
+                    model.awaits_grading, model.passes) == expected, overrides
+            assert "passes" not in model.to_json()

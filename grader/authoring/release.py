@@ -35,6 +35,7 @@ import nbformat
 import yaml
 
 from ..errors import CourseError
+from ..model import Report
 from ..rubric import MANUAL, Item, Rubric, load_rubric
 from .expected import load_expectations
 from .markers import has_marker, notebook_code, solution_regions
@@ -359,19 +360,20 @@ def _record(course: Path, rubric: Rubric, staging: Path, sandbox: bool) -> set[s
     with tempfile.TemporaryDirectory(prefix="grader-release-") as tmp:
         folder = reference_submission(course, rubric, Path(tmp) / "reference")
         recorder = Recorder(load_reference(course, rubric))
-        first = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
-                      sandbox=sandbox, reference=recorder)
-        bad = [i["id"] for i in first["items"] if i["outcome"] not in ("passed", "pending")]
+        first = Report.from_json(grade(folder, assignment=rubric.assignment, course=course,
+                                       public_only=True, sandbox=sandbox, reference=recorder))
+        bad = [i.id for i in first.items if i.outcome not in ("passed", "pending")]
         if bad:
             raise CourseError(f"the reference fails its own public items {', '.join(bad)}; "
                               f"run `grader validate {rubric.assignment}` and fix the rubric")
         oracle = staging / "oracle" / f"{rubric.assignment}.json"
         recorder.save(oracle, rubric.assignment)
-        replay = grade(folder, assignment=rubric.assignment, course=course, public_only=True,
-                       sandbox=sandbox, reference=RecordedReference(oracle))
+        replay = Report.from_json(grade(folder, assignment=rubric.assignment, course=course,
+                                        public_only=True, sandbox=sandbox,
+                                        reference=RecordedReference(oracle)))
     # a manual item is pending in the kit as in the course: `grader check` shows where the
     # student's answer was found, and that a TA grades it
-    return {i["id"] for i in replay["items"] if i["outcome"] in ("passed", "pending")}
+    return {i.id for i in replay.items if i.outcome in ("passed", "pending")}
 
 
 def release(course: Path, lab: str, out: Path, *, record: bool = True,

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from ..batch.runner import threads_per_grading
 from ..calibrate import reference_submission
 from ..errors import CourseError
+from ..model import Report
 from ..rubric import Rubric, load_rubric
 from .examples import submission_folder
 from .expected import load_expectations, load_mutants, load_variants
@@ -206,14 +207,15 @@ def validate(lab: str, *, course: Path, jobs: int | None = None, sandbox: bool =
                     row.problems.append(f"could not be graded: {report['error'][:300]}")
                     note(f"{row.kind} {row.name}: could not be graded")
                     continue
-                for item in report["items"]:
-                    row.outcomes[item["id"]] = item["outcome"]
-                    row.scores[item["id"]] = float(item["score"])
-                    row.messages[item["id"]] = item["message"]
-                row.score, row.seconds = report["score"], report["timings"]["total_s"]
+                graded = Report.from_json(report)
+                for item in graded.items:
+                    row.outcomes[item.id] = item.outcome
+                    row.scores[item.id] = float(item.score)
+                    row.messages[item.id] = item.message
+                row.score, row.seconds = graded.score, graded.timings["total_s"]
                 row.report = report
-                _judge(row, rubric, {i["id"]: bool(i.get("needs_review")) for i in report["items"]})
-                note(f"{row.kind} {row.name}: {row.score:g}/{report['max_score']:g}"
+                _judge(row, rubric, {i.id: i.needs_review for i in graded.items})
+                note(f"{row.kind} {row.name}: {row.score:g}/{graded.max_score:g}"
                      + ("" if row.ok else f" — {len(row.problems)} problem(s)"))
     return Validation(lab, [i.id for i in rubric.items], {i.id: i.points for i in rubric.items},
                       [row for row, _ in rows], frozenset(i.id for i in rubric.items if i.manual))

@@ -194,8 +194,8 @@ Scored = TypeVar("Scored", ItemResult, GradebookItem)
 def _adjusted(item: Scored, adjustments: dict[str, Adjustment]) -> Scored:
     """The item with its active adjustment (if any) in place of any earlier one: the same for
     a report's item and the gradebook's projection of it."""
-    if item.adjustment is not None:         # as the grader left it
-        item = dataclasses.replace(item, score=item.adjustment.automatic_score, adjustment=None)
+    if item.adjusted:                       # as the grader left it
+        item = dataclasses.replace(item, score=item.automatic_score, adjustment=None)
     a = adjustments.get(item.id)
     if a is None:
         return item

@@ -24,7 +24,6 @@ from typing import Any
 import jinja2
 
 from ..manual import where_found
-from ..model import GradebookItem
 from ..rubric import Rubric
 from .exports import atomic_text
 from .gradebook import Row
@@ -253,21 +252,14 @@ def _review_view(row: Row) -> dict[str, Any]:
             "why": why if graded else row.message}
 
 
-def _passed(item: GradebookItem) -> bool:
-    """Passed: as the grader found, or with full points from a TA."""
-    if item.adjustment is not None:
-        return item.score >= item.max_score
-    return item.outcome == "passed"
-
-
 def _item_rates(rubric: Rubric, final: list[Row]) -> list[dict[str, Any]]:
     """Each item's pass rate over the students with a verdict on it (items under review and
     manual items not yet graded left out)."""
     items = []
     for item in rubric.items:
         outcomes = [i for r in final for i in r.items if i.id == item.id
-                    and i not in r.review and i not in r.pending]
-        passed = sum(_passed(i) for i in outcomes)
+                    and not i.awaits_review and not i.awaits_grading]
+        passed = sum(i.passes for i in outcomes)
         items.append({"id": item.id, "title": item.title, "visibility": item.visibility,
                       "points": f"{item.points:g}", "passed": passed, "total": len(outcomes),
                       "rate": passed / len(outcomes) if outcomes else 0.0})
@@ -284,7 +276,7 @@ def write_dashboard(rows: list[Row], rubric: Rubric, path: Path, summary: dict[s
     items = _item_rates(rubric, graded)
     worst = [{"student": r.student, "name": r.name, "report": r.report, "link": _link(r),
               "score_text": f"{r.score:.4g}",
-              "what": ", ".join(i.id for i in r.items if not _passed(i)) or "-"}
+              "what": ", ".join(i.id for i in r.items if not i.passes) or "-"}
              for r in sorted(final, key=lambda r: r.score)[:15] if r.score < rubric.max_score]
     slowest = sorted((r for r in graded if r.duration_s is not None),
                      key=lambda r: -(r.duration_s or 0))[:10]

@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..model import Report, to_json
+from ..model import ItemResult, Report, to_json
 from ..rubric import Rubric
 from .adjust import Active, apply_report, apply_row, sync
 from .gradebook import Adjustment, Gradebook, Row
@@ -45,32 +45,30 @@ _PENDING_NOTE = ("GRADED BY A TA: this item is not graded automatically; a TA gr
                  "score is not final until then.")
 
 
-def _gradescope_test(item: dict[str, Any]) -> dict[str, Any]:
+def _gradescope_test(item: ItemResult) -> dict[str, Any]:
     """One report item as a Gradescope test. An item under review gets no score (a 0 there
     would read as a verdict), its name and output say so, and ``extra_data`` says why."""
-    text = item["message"]
-    if item.get("counterexample") and item["counterexample"].get("inputs"):
-        shown = "; ".join(f"{k} = {v}" for k, v in item["counterexample"]["inputs"].items())
+    text = item.message
+    ce = item.counterexample
+    if ce and ce.get("inputs"):
+        shown = "; ".join(f"{k} = {v}" for k, v in ce["inputs"].items())
         text += f"\nfailing input: {shown[:2000]}"
-    if item.get("hint") and item["outcome"] != "passed":
-        text += f"\nhint: {item['hint']}"
-    adjustment = item.get("adjustment")
-    review = bool(item.get("needs_review")) and adjustment is None
-    passed = item["outcome"] == "passed" if adjustment is None else (
-        item["score"] >= item["max_score"])
-    test = {"name": f"{item['id']}: {item['title']}", "score": item["score"],
-            "max_score": item["max_score"], "output": text,
-            "status": "passed" if passed else "failed",
-            "visibility": "visible" if item["visibility"] == "public" else "after_published",
-            "extra_data": {"outcome": item["outcome"], "needs_review": review,
-                           "error_kind": item.get("error_kind")}}
+    if item.hint and item.outcome != "passed":
+        text += f"\nhint: {item.hint}"
+    adjustment, review = item.adjustment, item.awaits_review
+    test = {"name": f"{item.id}: {item.title}", "score": item.score,
+            "max_score": item.max_score, "output": text,
+            "status": "passed" if item.passes else "failed",
+            "visibility": "visible" if item.visibility == "public" else "after_published",
+            "extra_data": {"outcome": item.outcome, "needs_review": review,
+                           "error_kind": item.error_kind}}
     if adjustment is not None:
-        test["output"] += (f"\nadjusted by a TA ({adjustment['by']}, {adjustment['at']}): "
-                           f"{adjustment['automatic_score']:g} -> {item['score']:g} points. "
-                           f"{adjustment['comment']}")
-        test["extra_data"]["adjustment"] = adjustment
+        test["output"] += (f"\nadjusted by a TA ({adjustment.by}, {adjustment.at}): "
+                           f"{adjustment.automatic_score:g} -> {item.score:g} points. "
+                           f"{adjustment.comment}")
+        test["extra_data"]["adjustment"] = to_json(adjustment)
     for flag, prefix, note in ((review, "NEEDS REVIEW", _REVIEW_NOTE),
-                               (_pending(item), "GRADED BY A TA", _PENDING_NOTE)):
+                               (item.awaits_grading, "GRADED BY A TA", _PENDING_NOTE)):
         if flag:
             del test["score"]
             test["name"] = f"[{prefix}] {test['name']}"
@@ -78,25 +76,22 @@ def _gradescope_test(item: dict[str, Any]) -> dict[str, Any]:
     return test
 
 
-def _pending(item: dict[str, Any]) -> bool:
-    """A manual item no TA has graded yet."""
-    return item["outcome"] == "pending" and "adjustment" not in item
-
-
-def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
-    """A grader report in Gradescope's ``results.json`` format.
+def gradescope_results(report: Report | dict[str, Any]) -> dict[str, Any]:
+    """A grader report (a :class:`Report`, or its JSON data) in Gradescope's
+    ``results.json`` format.
 
     Items under review and manual items no TA has graded carry no score and are named in
     the top-level ``output`` and ``extra_data`` (``needs_review``, ``pending``): the total
     shown is provisional until a TA has looked. A TA's adjustment gives its item's score.
     """
-    tests = [_gradescope_test(item) for item in report["items"]]
-    review = [item["id"] for item in report["items"]
-              if item.get("needs_review") and "adjustment" not in item]
-    pending = [item["id"] for item in report["items"] if _pending(item)]
-    failed = [c for c in report["execution"]["cells"] if c["status"] != "ok"]
-    output = (f"{report['title']}: graded in a sandbox by grader "
-              f"{report['versions']['grader']}.")
+    if not isinstance(report, Report):
+        report = Report.from_json(report)
+    tests = [_gradescope_test(item) for item in report.items]
+    review = [item.id for item in report.items if item.awaits_review]
+    pending = [item.id for item in report.items if item.awaits_grading]
+    failed = [c for c in report.execution["cells"] if c["status"] != "ok"]
+    output = (f"{report.title}: graded in a sandbox by grader "
+              f"{report.versions['grader']}.")
     if failed:
         output += f" {len(failed)} notebook cell(s) did not run cleanly."
     if review:
@@ -109,9 +104,9 @@ def gradescope_results(report: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {"needs_review": review}
     if pending:
         extra["pending"] = pending
-    return {"score": report["score"], "output": output, "tests": tests,
+    return {"score": report.score, "output": output, "tests": tests,
             "visibility": "visible", "stdout_visibility": "hidden",
-            "execution_time": round(report["timings"]["total_s"]),
+            "execution_time": round(report.timings["total_s"]),
             "extra_data": extra}
 
 
@@ -156,8 +151,9 @@ def _review_rows(rows: list[Row]) -> list[list[Any]]:
     return out
 
 
-def write_report_atomically(report: dict[str, Any], folder: Path) -> Path:
-    """report.json and report.html into ``folder``, each replaced in one rename."""
+def write_report_atomically(report: Report | dict[str, Any], folder: Path) -> Path:
+    """report.json and report.html into ``folder``, each replaced in one rename (``report``:
+    a :class:`Report`, or its JSON data)."""
     from ..report import write_reports
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,10 +175,9 @@ def _reports(rows: list[Row], active: Active, out: Path) -> None:
             if not r.report:
                 continue
             folder = (out / r.report).parent
-            report = json.loads((out / r.report).read_text())
-            adjusted = apply_report(Report.from_json(report),
-                                    active.get(r.student, {})).to_json()
-            if adjusted != report:
+            written = json.loads((out / r.report).read_text())
+            adjusted = apply_report(Report.from_json(written), active.get(r.student, {}))
+            if adjusted.to_json() != written:
                 write_report_atomically(adjusted, folder)
             for name in ("report.json", "report.html"):
                 if (folder / name).is_file():

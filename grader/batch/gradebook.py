@@ -95,12 +95,12 @@ class Row:
     def review(self) -> list[GradebookItem]:
         """The items a TA must look at before this grade is final (a grader-side problem),
         unless a TA has already given their points (an adjustment)."""
-        return [i for i in self.items if i.needs_review and i.adjustment is None]
+        return [i for i in self.items if i.awaits_review]
 
     @property
     def pending(self) -> list[GradebookItem]:
         """The manual items no TA has graded yet."""
-        return [i for i in self.items if i.outcome == "pending" and i.adjustment is None]
+        return [i for i in self.items if i.awaits_grading]
 
     @property
     def needs_review(self) -> bool:

@@ -27,11 +27,12 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..calibrate import metrics
 from ..errors import CourseError
 from ..manual import where_found
+from ..model import Report
 from .adjust import apply_row
 from .gradebook import Adjustment, Gradebook, Row
 
@@ -88,9 +89,9 @@ def _html(folder: Path, row: Row) -> str:
     return str(folder / row.report).replace("report.json", "report.html") if row.report else ""
 
 
-def _execution(report: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+def _execution(report: Report) -> Iterator[tuple[str, str, str]]:
     """(kind, item, detail) of the kernel deaths and timeouts of one report."""
-    execution = report["execution"]
+    execution = report.execution
     if execution.get("kernel_died"):
         detail = f"the kernel died ({execution.get('restarts', 0)} restart(s))"
         yield "kernel died", "", detail + ("; the replay failed" if execution.get(
@@ -100,23 +101,23 @@ def _execution(report: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     cells = [str(c["index"] + 1) for c in execution["cells"] if c["status"] == "timeout"]
     if cells:
         yield "timeout", "", f"cell(s) {', '.join(cells)} timed out"
-    for item in report["items"]:
-        kind = {"kernel_died": "kernel died", "timeout": "timeout"}.get(item.get("error_kind"))
-        if kind and "adjustment" not in item:
-            yield kind, item["id"], item["message"][:200]
+    for item in report.items:
+        kind = {"kernel_died": "kernel died", "timeout": "timeout"}.get(item.error_kind or "")
+        if kind and not item.adjusted:
+            yield kind, item.id, item.message[:200]
 
 
-def _outliers(lab: str, reports: dict[str, dict[str, Any]], links: dict[str, str]
+def _outliers(lab: str, reports: dict[str, Report], links: dict[str, str]
               ) -> Iterator[Entry]:
     """The students far from the class on a metric item (see the module's rule)."""
     known = metrics()
     values: dict[str, list[tuple[str, float]]] = {}
     for student, report in reports.items():
-        for item in report["items"]:
-            metric = known.get(item["check"])
-            value = item["details"].get(metric.detail) if metric else None
+        for item in report.items:
+            metric = known.get(item.check)
+            value = item.details.get(metric.detail) if metric else None
             if isinstance(value, (int, float)) and math.isfinite(value):
-                values.setdefault(item["id"], []).append((student, float(value)))
+                values.setdefault(item.id, []).append((student, float(value)))
     for item_id, pairs in sorted(values.items()):
         median = statistics.median(v for _, v in pairs)
         for (student, value), z in zip(pairs, robust_z([v for _, v in pairs])):
@@ -137,7 +138,7 @@ def _dropped(lab: str, book: Gradebook, rows: dict[str, Row], folder: Path) -> I
                         _html(folder, rows[a.student]))
 
 
-def _row_entries(lab: str, row: Row, report: dict[str, Any] | None, link: str,
+def _row_entries(lab: str, row: Row, report: Report | None, link: str,
                  active: dict[str, Adjustment]) -> Iterator[Entry]:
     if row.status == "error":
         yield Entry(lab, row.student, "error", "", row.message[:300], link)
@@ -168,8 +169,8 @@ def _batch(folder: Path) -> list[Entry]:
         entries = list(_dropped(lab, book, rows, folder))
     finally:
         book.close()
-    reports = {s: json.loads((folder / r.report).read_text()) for s, r in rows.items()
-               if r.report and (folder / r.report).is_file()}
+    reports = {s: Report.from_json(json.loads((folder / r.report).read_text()))
+               for s, r in rows.items() if r.report and (folder / r.report).is_file()}
     links = {s: _html(folder, r) for s, r in rows.items()}
     for student, row in rows.items():
         entries += _row_entries(lab, row, reports.get(student), links[student],

@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from ..model import ItemResult, Report
 from .schema import validate_report
 from .values import jsonable
 
@@ -120,50 +121,50 @@ def _maybe(text: str | None) -> str | None:
     return None if text is None else clean_text(text)
 
 
-def _item_view(item: dict[str, Any], index: int) -> dict[str, Any]:
-    ce = item["counterexample"]
-    figures, dropped = _figures(item.get("figures", []))
+def _item_view(item: ItemResult, index: int) -> dict[str, Any]:
+    ce = item.counterexample
+    figures, dropped = _figures(list(item.figures))
     return {
-        "anchor": f"item-{index}", "id": clean_text(item["id"], 200),
-        "title": clean_text(item["title"], 500), "outcome": item["outcome"],
-        "points": f"{_number(float(item['score']))} / {_number(float(item['max_score']))}",
-        "hidden": item["visibility"] == "hidden", "check": clean_text(item["check"], 200),
-        "message": clean_text(item["message"]), "hint": clean_text(item["hint"]),
+        "anchor": f"item-{index}", "id": clean_text(item.id, 200),
+        "title": clean_text(item.title, 500), "outcome": item.outcome,
+        "points": f"{_number(float(item.score))} / {_number(float(item.max_score))}",
+        "hidden": item.visibility == "hidden", "check": clean_text(item.check, 200),
+        "message": clean_text(item.message), "hint": clean_text(item.hint),
         "counterexample": None if ce is None else {
             "inputs": [(clean_text(k, 200), clean_text(v)) for k, v in ce["inputs"].items()],
             "expected": _maybe(ce.get("expected")), "actual": _maybe(ce.get("actual"))},
-        "traceback": _maybe(item["traceback"]),
-        "details": _rows(item["details"]), "figures": figures, "figures_dropped": dropped,
-        "needs_review": item["needs_review"], "duration": _number(float(item["duration_s"])),
-        "error_kind": item.get("error_kind") or "",
+        "traceback": _maybe(item.traceback),
+        "details": _rows(item.details), "figures": figures, "figures_dropped": dropped,
+        "needs_review": item.needs_review, "duration": _number(float(item.duration_s)),
+        "error_kind": item.error_kind or "",
         **_ta_view(item),
     }
 
 
-def _reviewed(report: dict[str, Any]) -> list[str]:
+def _reviewed(report: Report) -> list[str]:
     """A line under the grader's warnings when a TA has since graded items under review."""
-    done = [i["id"] for i in report["items"] if i["needs_review"] and "adjustment" in i]
+    done = [i.id for i in report.items if i.needs_review and i.adjusted]
     return [f"reviewed since by a TA, who gave the points: {', '.join(done)}"] if done else []
 
 
-def _ta_view(item: dict[str, Any]) -> dict[str, Any]:
+def _ta_view(item: ItemResult) -> dict[str, Any]:
     """What a TA did or must do: a manual item's criteria and the student's answer (hostile
     text, cleaned and cut like every other), and an adjustment's automatic score, comment,
     author and time."""
-    manual, adjustment = item.get("manual"), item.get("adjustment")
-    label = item["outcome"]
-    if adjustment is not None and item["outcome"] == "pending":
+    manual, adjustment = item.manual, item.adjustment
+    label = item.outcome
+    if adjustment is not None and item.outcome == "pending":
         label = "graded by a TA"
     return {
         "label": label,
         "manual": None if manual is None else {
-            "criteria": clean_text(manual["criteria"], 5000),
-            "answer": clean_text(manual["answer"]),
-            "cells": ", ".join(str(i + 1) for i in manual["cells"])},
+            "criteria": clean_text(manual.criteria, 5000),
+            "answer": clean_text(manual.answer),
+            "cells": ", ".join(str(i + 1) for i in manual.cells)},
         "adjustment": None if adjustment is None else {
-            "automatic": _number(float(adjustment["automatic_score"])),
-            "comment": clean_text(adjustment["comment"], 5000),
-            "by": clean_text(adjustment["by"], 200), "at": clean_text(adjustment["at"], 100)},
+            "automatic": _number(float(adjustment.automatic_score)),
+            "comment": clean_text(adjustment.comment, 5000),
+            "by": clean_text(adjustment.by, 200), "at": clean_text(adjustment.at, 100)},
     }
 
 
@@ -176,26 +177,25 @@ def _cell_view(cell: dict[str, Any]) -> dict[str, Any]:
                 "traceback": clean_text(error["traceback"])}}
 
 
-def _view(report: dict[str, Any]) -> dict[str, Any]:
+def _view(report: Report) -> dict[str, Any]:
     """Everything the template shows, already cleaned and formatted."""
-    score, max_score = float(report["score"]), float(report["max_score"])
-    execution = report["execution"]
+    score, max_score = float(report.score), float(report.max_score)
+    execution, sub = report.execution, report.submission
     cells = [_cell_view(c) for c in execution["cells"]]
     return {
-        "title": clean_text(report["title"], 500), "assignment": clean_text(report["assignment"]),
-        "mode": report["mode"], "score": _number(score), "max_score": _number(max_score),
+        "title": clean_text(report.title, 500), "assignment": clean_text(report.assignment),
+        "mode": report.mode, "score": _number(score), "max_score": _number(max_score),
         "percent": f"{100 * score / max_score:.0f}%" if max_score > 0 else "",
-        "adjusted": sum("adjustment" in i for i in report["items"]),
-        "automatic_score": _number(float(sum(i["adjustment"]["automatic_score"]
-                                             if "adjustment" in i else i["score"]
-                                             for i in report["items"]))),
-        "pending": sum(i["outcome"] == "pending" and "adjustment" not in i
-                       for i in report["items"]),
-        "submission": {k: clean_text(v, 1000) if isinstance(v, str) else
-                       [clean_text(f, 300) for f in v] for k, v in report["submission"].items()},
-        "created": clean_text(report["created"], 100),
-        "warnings": [clean_text(w, 2000) for w in report["warnings"] + _reviewed(report)],
-        "entries": [_item_view(item, i) for i, item in enumerate(report["items"], 1)],
+        "adjusted": sum(i.adjusted for i in report.items),
+        "automatic_score": _number(float(sum(i.automatic_score for i in report.items))),
+        "pending": sum(i.awaits_grading for i in report.items),
+        "submission": {"path": clean_text(sub.path, 1000),
+                       "notebook": clean_text(sub.notebook, 1000),
+                       "sha256": clean_text(sub.sha256, 1000),
+                       "files": [clean_text(f, 300) for f in sub.files]},
+        "created": clean_text(report.created, 100),
+        "warnings": [clean_text(w, 2000) for w in [*report.warnings, *_reviewed(report)]],
+        "entries": [_item_view(item, i) for i, item in enumerate(report.items, 1)],
         "sandbox": {"enabled": execution["sandbox"]["enabled"],
                     "kind": execution["sandbox"]["kind"],
                     "detail": clean_text(execution["sandbox"]["detail"], 2000),
@@ -207,7 +207,7 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
                         if (n := sum(c["status"] == s for c in cells))],
         "bad_cells": [c for c in cells if c["status"] in ("error", "timeout")],
         "parameters": _rows(execution["parameters"]),
-        "timings": _rows(report["timings"]), "versions": _rows(report["versions"]),
+        "timings": _rows(report.timings), "versions": _rows(report.versions),
     }
 
 
@@ -216,22 +216,32 @@ _ENV = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _render(report: dict[str, Any]) -> str:
-    return _ENV.get_template("report.html").render(r=_view(report))
+def _valid(report: Report | dict[str, Any]) -> dict[str, Any]:
+    """``report`` as strict JSON data (a :class:`Report` converted first), validated.
+
+    Raises:
+        ValueError: it does not match the schema (see ``validate_report``).
+    """
+    data = _strict(report.to_json() if isinstance(report, Report) else report)
+    validate_report(data)
+    return data
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The student-readable page for ``report``, validated first.
+def _render(data: dict[str, Any]) -> str:
+    return _ENV.get_template("report.html").render(r=_view(Report.from_json(data)))
+
+
+def render_html(report: Report | dict[str, Any]) -> str:
+    """The student-readable page for ``report`` (a :class:`Report`, or its JSON data),
+    validated first.
 
     Raises:
         ValueError: the report does not match the schema (see ``validate_report``).
     """
-    report = _strict(report)
-    validate_report(report)
-    return _render(report)
+    return _render(_valid(report))
 
 
-def write_reports(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_reports(report: Report | dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created if missing).
 
     Non-finite floats in the free-form ``details`` and ``parameters`` are written as the
@@ -243,10 +253,9 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     Raises:
         ValueError: the report does not match the schema; nothing is written.
     """
-    report = _strict(report)
-    validate_report(report)
-    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    page = _render(report)
+    data = _valid(report)
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    page = _render(data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
