@@ -445,6 +445,25 @@ def test_a_lecturer_code_cell_reaches_the_reference_and_never_the_template() -> 
     assert nbformat.writes(split_solution(_tiny_solution(), "tiny").template) == template
 
 
+def test_a_given_code_cell_reaches_the_template_and_the_student_never_the_reference() -> None:
+    """A cell tagged `given` (code handed out complete, e.g. a copy of an environment) is no
+    part of the solution: the reference module keeps none of its definitions."""
+    from grader.authoring.markers import solution_submission
+
+    nb = _tiny_solution()
+    env = nbformat.v4.new_code_cell("ROOMS = {1: 'a'}\n\n\nclass Env:\n    def reset(self):\n"
+                                    "        return ROOMS[1]", metadata={"tags": ["given"]})
+    env["id"] = "env"
+    nb.cells.insert(4, env)
+    split = split_solution(nb, "tiny")
+    assert "class Env" not in split.reference and "ROOMS" not in split.reference
+    assert "def f(x):" in split.reference
+    assert [c["id"] for c in split.template.cells] == ["parameters", "imports", "f", "env",
+                                                       "config"]
+    assert split.template.cells[3].source == env.source
+    assert "class Env" in solution_submission(nb).cells[3].source
+
+
 def test_the_solutions_training_run_keeps_the_lecturers_code_cells_and_no_markdown() -> None:
     from grader.authoring.markers import solution_submission
 

@@ -15,7 +15,10 @@ literal constants) with the markers removed, and nothing that runs (training, pr
 asserts), so the grader can import it cheaply. Cells tagged ``lecturer`` are left out of
 the template and of the student's version of the solution: a lecturer's markdown cell (notes
 for the course staff) goes nowhere, a lecturer's code cell (helpers only the grader uses,
-such as the forward of a hand-written backward) goes into the reference module only.
+such as the forward of a hand-written backward) goes into the reference module only. A code
+cell tagged ``given`` is the inverse: code the template hands out complete that is no part of
+the solution (a copy of the environment students may try their agent on); it reaches the
+template and the student's version, never the reference module.
 
 Every derived notebook carries the solution notebook's cell ids (a cell without one gets
 ``cell-N``, N its position), so a rebuild writes the same bytes.
@@ -33,13 +36,15 @@ import nbformat
 from ..errors import CourseError
 
 __all__ = ["Split", "split_solution", "solution_submission", "solution_regions", "has_marker",
-           "notebook_code", "plain_python", "PARAMETERS_SOURCE", "LECTURER_TAG", "PARAMETERS_ID"]
+           "notebook_code", "plain_python", "PARAMETERS_SOURCE", "LECTURER_TAG", "GIVEN_TAG",
+           "PARAMETERS_ID"]
 
 _MARK = re.compile(r"^(?P<indent>[ \t]*)(?:#+|//+|%+)\s*(?P<word>BEGIN|END)\s+"
                    r"(?P<what>SOLUTION|HIDDEN TESTS)\s*$")
 PARAMETERS_SOURCE = 'TRAIN = True   # the grader sets False when your checkpoints are there\n' \
                     'SEED = 0\nDEVICE = "cpu"'
 LECTURER_TAG = "lecturer"     # cells with this tag stay in the solution notebook only
+GIVEN_TAG = "given"           # code cells handed out complete: never in the reference module
 PARAMETERS_ID = "parameters"  # the id of a `parameters` cell that build adds
 _CODE_STUB = "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()"
 _TEXT_STUB = "YOUR ANSWER HERE"
@@ -212,7 +217,8 @@ def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "not
                    ) -> Split:
     """The student template and the reference source of a solution notebook.
 
-    Lecturer code cells reach the reference only; every other code cell reaches both.
+    Lecturer code cells reach the reference only; ``given`` code cells the template only;
+    every other code cell reaches both.
     """
     template = _derived(nb, lab)
     parts: list[str] = []
@@ -229,7 +235,7 @@ def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "not
         split.hidden_tests += hidden
         split.solutions += [s for s in solution_regions(cell.source, here) if s.strip()]
         template.cells.append(_cell(cell.cell_type, source, cell_id(cell, i), _tags(cell)))
-        if code and not _is_parameters(cell):
+        if code and not _is_parameters(cell) and GIVEN_TAG not in _tags(cell):
             _definitions(cell.source, here, split, parts, future)
     _with_parameters(template)
     header = (f'"""Reference solution of the {lab} lab (trusted; never sent to a student).\n\n'
