@@ -1,34 +1,29 @@
-"""Trusted reference of the GAN lab (LABS.md section 4).
+"""Reference solution of the gan lab (trusted; never sent to a student).
 
-A non-saturating GAN for the 8x8 `continuous` digits: an MLP generator ending in a
-sigmoid (images in [0, 1]) and an MLP discriminator returning one logit per image.
-Losses are written with softplus, so they are exact and finite at any logit:
--log sigmoid(x) = softplus(-x) and -log(1 - sigmoid(x)) = softplus(x). Every
-function follows the dtype and device of its inputs. Only torch is imported, so
-this file can also run as a notebook cell.
+Generated from reference/gan.ipynb by `grader build gan`: edit the notebook, not this file.
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-__all__ = ["LATENT_DIM", "HIDDEN", "Generator", "Discriminator", "discriminator_loss",
-           "generator_loss", "gradient_penalty", "train_step"]
-
+from grader.data import digits
 LATENT_DIM = 16
-HIDDEN = 192
-PIXELS = 64
 
 
 class Generator(nn.Module):
-    """G(z): (B, latent_dim) noise -> (B, 1, 8, 8) images in [0, 1]."""
+    """G(z): (B, latent_dim) noise -> (B, 1, 8, 8) images in [0, 1].
 
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+    Generator(latent_dim=LATENT_DIM)   every constructor argument must have a default
+    attribute latent_dim; sample(n) -> (n, 1, 8, 8) images in [0, 1] from z ~ N(0, I).
+    """
+
+    def __init__(self, latent_dim=LATENT_DIM):
         super().__init__()
         self.latent_dim = latent_dim
+        hidden = 192
         self.net = nn.Sequential(
             nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, PIXELS))
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 64))
 
     def forward(self, z):
         return torch.sigmoid(self.net(z)).view(-1, 1, 8, 8)
@@ -40,12 +35,13 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(x): (B, 1, 8, 8) images in [0, 1] -> (B,) logits of "x is real"."""
+    """D(x): (B, 1, 8, 8) images in [0, 1] -> (B,) logits (no sigmoid)."""
 
-    def __init__(self, hidden: int = HIDDEN):
+    def __init__(self):
         super().__init__()
+        hidden = 192
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(PIXELS, hidden), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(64, hidden), nn.LeakyReLU(0.2),
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
     def forward(self, x):
@@ -53,20 +49,23 @@ class Discriminator(nn.Module):
 
 
 def discriminator_loss(real_logits, fake_logits):
-    """mean(-log sigmoid(real)) + mean(-log(1 - sigmoid(fake))): (B,), (B,) -> scalar."""
+    """mean(-log sigmoid(real_logits)) + mean(-log(1 - sigmoid(fake_logits))).
+
+    real_logits, fake_logits: (B,)  ->  0-d tensor
+    """
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
 def generator_loss(fake_logits):
-    """Non-saturating: mean(-log sigmoid(fake)): (B,) -> scalar (ln 2 at logit 0)."""
+    """Non-saturating generator loss mean(-log sigmoid(fake_logits)): (B,) -> 0-d tensor."""
     return F.softplus(-fake_logits).mean()
 
 
 def gradient_penalty(discriminator, real, fake):
-    """mean over examples of (||grad_x D(x_hat)|| - 1)^2, x_hat = e real + (1 - e) fake.
+    """mean over examples of (||grad_x D(x_hat)||_2 - 1)^2, x_hat = e*real + (1-e)*fake,
+    one e ~ U[0, 1] per example; keeps the graph. No factor lambda (the caller multiplies).
 
-    One e ~ U[0, 1] per example; the graph is kept (create_graph=True) so the penalty
-    can be back-propagated into the discriminator's parameters. No factor lambda.
+    real, fake: (B, 1, 8, 8)  ->  0-d tensor
     """
     e = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), dtype=real.dtype,
                    device=real.device)
@@ -77,7 +76,11 @@ def gradient_penalty(discriminator, real, fake):
 
 
 def train_step(G, D, opt_G, opt_D, real):
-    """One discriminator update, then one generator update; returns the two losses."""
+    """One discriminator update, then one generator update (non-saturating loss).
+
+    Draw B = len(real) noise vectors of size G.latent_dim (dtype and device of real).
+    Returns {"d_loss": float, "g_loss": float}: the D loss before D's step and the G loss.
+    """
     z = torch.randn(real.shape[0], G.latent_dim, dtype=real.dtype, device=real.device)
     fake = G(z)
     d_loss = discriminator_loss(D(real), D(fake.detach()))
@@ -89,3 +92,9 @@ def train_step(G, D, opt_G, opt_D, real):
     g_loss.backward()
     opt_G.step()
     return {"d_loss": d_loss.detach().item(), "g_loss": g_loss.detach().item()}
+
+
+EPOCHS = 600
+BATCH_SIZE = 64
+LR_G = 2e-4
+LR_D = 2e-4
