@@ -1,26 +1,13 @@
-"""Trusted reference of the diffusion lab (LABS.md section 6).
+"""Reference solution of the diffusion lab (trusted; never sent to a student).
 
-A DDPM (Ho et al., 2020) for the 8x8 `continuous` digits scaled to [-1, 1]: the linear
-schedule, the forward process q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0), a small
-MLP noise predictor with a sinusoidal time embedding, the noise-prediction loss, and
-ancestral sampling with sigma_t^2 = beta_t (no noise at t = 0). Time steps are 0-based:
-t = 0 .. T-1, alpha_bar_t = prod_{s <= t} (1 - beta_s), alpha_bar_{-1} = 1. Every function
-follows the dtype and device of its inputs. Only torch is imported, so this file can also
-run as a notebook cell.
+Generated from reference/diffusion.ipynb by `grader build diffusion`: edit the notebook, not this file.
 """
 
 import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-__all__ = ["T_STEPS", "HIDDEN", "EMBED", "linear_beta_schedule", "alphas_cumprod_of", "q_sample",
-           "q_posterior_mean_variance", "Denoiser", "diffusion_loss", "p_sample", "sample"]
-
-T_STEPS = 1000
-HIDDEN = 160
-EMBED = 32
+from grader.data import digits
 
 
 def linear_beta_schedule(T, beta_start=1e-4, beta_end=0.02):
@@ -40,13 +27,20 @@ def _at(values, t, like):
 
 
 def q_sample(x0, t, noise, alphas_cumprod):
-    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, one t per row."""
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise.
+
+    x0, noise: (B, ...); t: (B,) long, one step per example; alphas_cumprod: (T,).
+    """
     ab = _at(alphas_cumprod, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def q_posterior_mean_variance(x0, x_t, t, betas):
-    """Mean and variance of q(x_{t-1} | x_t, x0); variance (B, 1, ..., 1), 0 at t = 0."""
+    """Mean and variance of q(x_{t-1} | x_t, x0).
+
+    x0, x_t: (B, ...); t: (B,) long; betas: (T,). The variance may have any shape that
+    broadcasts to x0's, e.g. (B, 1, 1, 1). It is 0 at t = 0.
+    """
     betas = betas.to(x0.dtype)
     ab = alphas_cumprod_of(betas)
     ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype, device=ab.device), ab[:-1]])
@@ -58,21 +52,14 @@ def q_posterior_mean_variance(x0, x_t, t, betas):
     return mean, variance
 
 
-def _time_embedding(t, dim=EMBED):
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
 class Denoiser(nn.Module):
-    """eps_theta(x_t, t): (B, 1, 8, 8), (B,) long -> predicted noise (B, 1, 8, 8)."""
+    """eps_theta(x_t, t): (B, 1, 8, 8), (B,) long -> (B, 1, 8, 8)."""
 
-    def __init__(self, hidden=HIDDEN, embed=EMBED):
+    def __init__(self):
         super().__init__()
-        self.embed = embed
-        self.inp = nn.Linear(64 + embed, hidden)
-        self.mid = nn.Linear(hidden + embed, hidden)
+        hidden, self.embed = HIDDEN, EMBED
+        self.inp = nn.Linear(64 + self.embed, hidden)
+        self.mid = nn.Linear(hidden + self.embed, hidden)
         self.out = nn.Linear(hidden, 64)
 
     def forward(self, x_t, t):
@@ -83,8 +70,23 @@ class Denoiser(nn.Module):
         return self.out(h).view(-1, 1, 8, 8)
 
 
+HIDDEN = 160
+EMBED = 32
+
+
+def _time_embedding(t, dim=EMBED):
+    """Sinusoidal features of the step: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def diffusion_loss(model, x0, betas):
-    """Noise-prediction MSE: t ~ U{0..T-1}, noise ~ N(0, I), mean over all elements."""
+    """Noise-prediction MSE: draw t ~ U{0..T-1} per example and noise ~ N(0, I) yourself.
+
+    model(x_t, t) predicts the noise; returns a 0-d tensor (mean over all elements).
+    """
     ab = alphas_cumprod_of(betas.to(x0.dtype))
     t = torch.randint(0, len(betas), (x0.shape[0],), device=x0.device)
     noise = torch.randn_like(x0)
@@ -93,7 +95,7 @@ def diffusion_loss(model, x0, betas):
 
 @torch.no_grad()
 def p_sample(model, x_t, t, betas):
-    """One ancestral step x_t -> x_{t-1}: mean from the predicted noise, sigma_t^2 = beta_t."""
+    """One step x_t -> x_{t-1} (t a Python int): sigma_t^2 = beta_t, no noise at t = 0."""
     betas = betas.to(x_t.dtype)
     ab = alphas_cumprod_of(betas)
     tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
@@ -106,9 +108,15 @@ def p_sample(model, x_t, t, betas):
 
 @torch.no_grad()
 def sample(model, n, betas):
-    """n images (n, 1, 8, 8) from x_T ~ N(0, I) by T ancestral steps, clamped to [-1, 1]."""
+    """n images (n, 1, 8, 8) in [-1, 1]: x_{T-1} ~ N(0, I), then p_sample for t = T-1 .. 0."""
     p = next(model.parameters())
     x = torch.randn(n, 1, 8, 8, dtype=p.dtype, device=p.device)
     for t in reversed(range(len(betas))):
         x = p_sample(model, x, t, betas)
     return x.clamp(-1, 1)
+
+
+T = 1000
+STEPS = 20000
+BATCH_SIZE = 128
+LR = 2e-3

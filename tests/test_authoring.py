@@ -464,6 +464,19 @@ def test_a_given_code_cell_reaches_the_template_and_the_student_never_the_refere
     assert "class Env" in solution_submission(nb).cells[3].source
 
 
+def test_the_reference_keeps_the_decorators_of_a_definition() -> None:
+    """`@torch.no_grad()` above a solution's `def` reaches the reference (the AST's segment of
+    a decorated definition starts at `def`)."""
+    nb = notebook(("code", "import torch"),
+                  ("code", "@torch.no_grad()\n@staticmethod  # two\ndef f(x):\n"
+                           "    ### BEGIN SOLUTION\n    return x * 2\n    ### END SOLUTION"),
+                  ("code", "@torch.no_grad()\ndef g(x):\n    return f(x)"))
+    reference = split_solution(nb, "tiny").reference
+    assert "import torch\n\n\n@torch.no_grad()\n@staticmethod  # two\ndef f(x):\n" \
+           "    return x * 2\n\n\n@torch.no_grad()\ndef g(x):\n" in reference
+    assert reference.count("@torch.no_grad()") == 2
+
+
 def test_the_solutions_training_run_keeps_the_lecturers_code_cells_and_no_markdown() -> None:
     from grader.authoring.markers import solution_submission
 

@@ -194,8 +194,14 @@ def _definitions(source: str, where: str, split: Split, parts: list[str],
     except SyntaxError as exc:
         raise CourseError(f"{where}, line {exc.lineno}: the solution is not valid Python "
                           f"({exc.msg}); fix the cell in the solution notebook") from None
+    lines = python.splitlines()
     for node in tree.body:
-        text = ast.get_source_segment(python, node) or ast.unparse(node)
+        text = ast.get_source_segment(python, node)
+        decorators = getattr(node, "decorator_list", None)
+        if text is None:
+            text = ast.unparse(node)
+        elif decorators:                  # the segment starts at `def`: keep `@...` lines
+            text = "\n".join(lines[decorators[0].lineno - 1:node.lineno - 1] + [text])
         if isinstance(node, ast.ImportFrom) and node.module == "__future__":
             future.add(text)
         else:
