@@ -1,33 +1,29 @@
-"""Trusted reference of the VAE lab (LABS.md section 3).
+"""Reference solution of the vae lab (trusted; never sent to a student).
 
-A Bernoulli VAE for the 8x8 binary digits: MLP encoder and decoder, a diagonal
-Gaussian posterior q(z|x) = N(mu, exp(logvar)) and a standard normal prior.
-All quantities are in nats, one value per image. Every function follows the dtype
-and device of its inputs (float64 in, float64 out); nothing creates float32
-tensors internally. Only torch is imported, so this file can also run as a
-notebook cell.
+Generated from reference/vae.ipynb by `grader build vae`: edit the notebook, not this file.
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-__all__ = ["LATENT_DIM", "HIDDEN", "Encoder", "Decoder", "reparameterize",
-           "reparameterize_moments", "gaussian_kl", "bernoulli_log_likelihood", "elbo", "VAE"]
-
+from grader.data import digits
 LATENT_DIM = 8
-HIDDEN = 128
-PIXELS = 64
 
 
 class Encoder(nn.Module):
-    """q(z|x): (B,1,8,8) images -> (mu (B,L), logvar (B,L)), logvar = log-variance."""
+    """q(z | x) = N(mu, diag(exp(logvar))).
 
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+    Encoder(latent_dim=LATENT_DIM)    every constructor argument must have a default
+    forward(x): x (B, 1, 8, 8) binary images as floats
+        -> (mu, logvar), each (B, latent_dim); logvar is the LOG-VARIANCE (std = exp(0.5 * logvar)).
+    """
+
+    def __init__(self, latent_dim=LATENT_DIM):
         super().__init__()
         self.latent_dim = latent_dim
+        hidden = 128
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(PIXELS, hidden), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim))
 
     def forward(self, x):
@@ -36,52 +32,60 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p(x|z): (B,L) latents -> Bernoulli logits (B,1,8,8) (no sigmoid)."""
+    """p(x | z): Bernoulli over the 64 pixels.
 
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+    Decoder(latent_dim=LATENT_DIM)
+    forward(z): z (B, latent_dim) -> logits (B, 1, 8, 8)   (logits, NOT probabilities: no sigmoid)
+    """
+
+    def __init__(self, latent_dim=LATENT_DIM):
         super().__init__()
         self.latent_dim = latent_dim
+        hidden = 128
         self.net = nn.Sequential(
             nn.Linear(latent_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, PIXELS))
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 64))
 
     def forward(self, z):
         return self.net(z).reshape(-1, 1, 8, 8)
 
 
 def reparameterize(mu, logvar):
-    """z = mu + exp(0.5 * logvar) * eps, eps ~ N(0, I) drawn with ``randn_like``.
+    """Draw z ~ N(mu, diag(exp(logvar))) as a differentiable function of mu and logvar.
 
-    The sample is a differentiable function of mu and logvar (pathwise gradient).
+    mu, logvar: (B, L), logvar = log-variance  ->  z: (B, L), same dtype and device as mu.
     """
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
 def reparameterize_moments(mu, logvar):
-    """Mean and standard deviation of ``reparameterize(mu, logvar)``: (mu, exp(0.5*logvar))."""
+    """Mean and standard deviation of ``reparameterize(mu, logvar)``: (mu, exp(0.5 * logvar))."""
     return mu, torch.exp(0.5 * logvar)
 
 
 def gaussian_kl(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)) in nats, summed over latents: (B,L) -> (B,).
+    """KL( N(mu, diag(exp(logvar))) || N(0, I) ) in nats, SUMMED over the latent dimension.
 
-    0.5 * sum(mu^2 + exp(logvar) - 1 - logvar); ``expm1`` keeps exp(logvar) - 1
-    accurate for logvar near 0.
+    mu, logvar: (B, L)  ->  (B,)
     """
     return 0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar).sum(dim=-1)
 
 
 def bernoulli_log_likelihood(x, logits):
-    """log p(x | logits) in nats, summed over all pixels: (B,1,8,8) x2 -> (B,).
+    """log p(x | logits) in nats, SUMMED over all pixels (a log-likelihood: <= 0, not a loss).
 
-    Computed as -BCE-with-logits (x*l - softplus(l)), finite and exact at logits of +-100.
+    x: (B, 1, 8, 8) in {0, 1}, logits: (B, 1, 8, 8)  ->  (B,)
     """
     nll = F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
     return -nll.flatten(start_dim=1).sum(dim=1)
 
 
 def elbo(x, encoder, decoder):
-    """One-sample ELBO estimate per image in nats: log p(x|z) - KL(q(z|x) || p(z)), (B,)."""
+    """One-sample Monte-Carlo estimate of the ELBO of each image, in nats.
+
+    x: (B, 1, 8, 8); encoder(x) -> (mu, logvar); decoder(z) -> logits.
+    Returns (B,): log p(x | z) summed over pixels minus KL summed over latents, z ~ q(z | x).
+    """
     mu, logvar = encoder(x)
     z = reparameterize(mu, logvar)
     logits = decoder(z)
@@ -89,24 +93,26 @@ def elbo(x, encoder, decoder):
 
 
 class VAE(nn.Module):
-    """Encoder + decoder with a N(0, I) prior over ``latent_dim`` latents."""
+    """Encoder + decoder with the prior N(0, I) over latent_dim latents."""
 
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+    def __init__(self, latent_dim=LATENT_DIM):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = Encoder(latent_dim, hidden)
-        self.decoder = Decoder(latent_dim, hidden)
+        self.encoder = Encoder(latent_dim)
+        self.decoder = Decoder(latent_dim)
 
     def forward(self, x):
-        """The one-sample ELBO of each image, (B,) nats."""
+        """Per-image one-sample ELBO, (B,) nats (the grader does not call forward)."""
         return elbo(x, self.encoder, self.decoder)
 
     @torch.no_grad()
-    def sample(self, n: int):
-        """n images (n,1,8,8) in [0,1]: the Bernoulli means sigmoid(decoder(z)), z ~ N(0, I).
-
-        These are pixel probabilities, not binary draws.
-        """
+    def sample(self, n):
+        """n images (n, 1, 8, 8), floats in [0, 1], decoded from z ~ N(0, I)."""
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, dtype=p.dtype, device=p.device)
         return torch.sigmoid(self.decoder(z))
+
+
+EPOCHS = 200
+BATCH_SIZE = 128
+LR = 1e-3

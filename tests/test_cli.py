@@ -10,15 +10,22 @@ import pytest
 from grader import cli, pipeline
 from grader.errors import SandboxUnavailable
 
+from conftest import example
+
 REPO = Path(__file__).resolve().parent.parent
-CORRECT = REPO / "assignments" / "vae" / "examples" / "correct"
-BUG = REPO / "assignments" / "vae" / "examples" / "bug_log_sigmoid"
+BUG = REPO / "assignments" / "vae" / "examples" / "bug_log_sigmoid"   # trains its own vae.pt
+
+
+@pytest.fixture(scope="module")
+def correct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The correct example with the solution's vae.pt beside it (it ships none)."""
+    return example("vae", "correct", tmp_path_factory.mktemp("cli") / "correct")
 
 
 @pytest.mark.kernel
 def test_check_passes_the_correct_example_and_shows_only_public_items(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert cli.main(["check", str(CORRECT), "--out", str(tmp_path)]) == cli.EXIT_OK
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, correct: Path) -> None:
+    assert cli.main(["check", str(correct), "--out", str(tmp_path)]) == cli.EXIT_OK
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["mode"] == "check" and report["score"] == report["max_score"]
     assert {i["visibility"] for i in report["items"]} == {"public"}
@@ -33,8 +40,8 @@ def test_check_fails_a_bug_with_the_smallest_input(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.kernel
-def test_grade_writes_json_and_html_with_hidden_items(tmp_path: Path) -> None:
-    assert cli.main(["grade", str(CORRECT), "--assignment", "vae", "--out",
+def test_grade_writes_json_and_html_with_hidden_items(tmp_path: Path, correct: Path) -> None:
+    assert cli.main(["grade", str(correct), "--assignment", "vae", "--out",
                      str(tmp_path)]) == cli.EXIT_OK
     report = json.loads((tmp_path / "report.json").read_text())
     assert "hidden" in {i["visibility"] for i in report["items"]}
@@ -69,19 +76,20 @@ def test_an_unknown_lab_asks_for_assignment(tmp_path: Path,
 
 
 def test_grading_is_refused_without_bubblewrap(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               capsys: pytest.CaptureFixture[str],
+                                               correct: Path) -> None:
     monkeypatch.setattr(pipeline, "check_sandbox", lambda: (False, "bwrap: no user namespaces"))
-    assert cli.main(["check", str(CORRECT)]) == cli.EXIT_REFUSED
+    assert cli.main(["check", str(correct)]) == cli.EXIT_REFUSED
     out = capsys.readouterr().out
     assert "--unsafe-no-sandbox" in out and "no user namespaces" in out
     with pytest.raises(SandboxUnavailable):
-        pipeline.grade(CORRECT)
+        pipeline.grade(correct)
 
 
 @pytest.mark.kernel
-def test_unsafe_mode_grades_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsafe_mode_grades_and_says_so(monkeypatch: pytest.MonkeyPatch, correct: Path) -> None:
     monkeypatch.setattr(pipeline, "check_sandbox", lambda: (False, "no bwrap"))
-    report = pipeline.grade(CORRECT, sandbox=False, only={"kl_matches_reference"})
+    report = pipeline.grade(correct, sandbox=False, only={"kl_matches_reference"})
     assert report["execution"]["sandbox"]["enabled"] is False
     assert any("WITHOUT a sandbox" in w for w in report["warnings"])
     assert report["items"][0]["outcome"] == "passed"
