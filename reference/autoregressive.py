@@ -1,29 +1,22 @@
-"""Trusted reference of the autoregressive lab (LABS.md section 2).
+"""Reference solution of the autoregressive lab (trusted; never sent to a student).
 
-Recurrent cells with exactly the parameters and gate layouts of ``torch.nn.LSTMCell``
-and ``torch.nn.GRUCell``, a causal (optionally dilated, optionally strictly causal) 1-D
-convolution, multi-head causal self-attention, and ``PixelAR``: a MADE-style masked MLP
-over the 64 binary pixels in raster order. Every module follows the dtype of its
-inputs and parameters (``.double()`` works). Only torch is imported.
+Generated from reference/autoregressive.ipynb by `grader build autoregressive`: edit the notebook, not this file.
 """
 
 import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-__all__ = ["LSTMCell", "GRUCell", "CausalConv1d", "CausalSelfAttention", "MaskedLinear",
-           "PixelAR", "PIXELS", "HIDDEN"]
-
-PIXELS = 64
-HIDDEN = 96
+from grader.data import digits
 
 
 class LSTMCell(nn.Module):
-    """One LSTM step; parameters and gate order (i, f, g, o) as ``torch.nn.LSTMCell``."""
+    """LSTMCell(input_size, hidden_size).
 
-    def __init__(self, input_size: int, hidden_size: int):
+    forward(x (B, I), state=None or (h (B, H), c (B, H))) -> (h, c), each (B, H).
+    """
+
+    def __init__(self, input_size, hidden_size):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
@@ -47,12 +40,9 @@ class LSTMCell(nn.Module):
 
 
 class GRUCell(nn.Module):
-    """One GRU step; parameters and gate order (r, z, n) as ``torch.nn.GRUCell``.
+    """GRUCell(input_size, hidden_size).   forward(x (B, I), h=None or (B, H)) -> h (B, H)."""
 
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)): the reset gate multiplies b_hn too.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, input_size, hidden_size):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
@@ -75,12 +65,12 @@ class GRUCell(nn.Module):
 
 
 class CausalConv1d(nn.Module):
-    """(B, C, T) -> (B, Co, T); output t sees x[t - j*dilation], j = 0..k-1 (shifted by one
-    step, i.e. strictly earlier inputs only, when ``include_current=False``)."""
+    """CausalConv1d(in_channels, out_channels, kernel_size, dilation=1, include_current=True)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
-                 include_current: bool = True):
+    def __init__(self, in_channels, out_channels, kernel_size, dilation=1, include_current=True):
         super().__init__()
+        # Output t sees x[t - j*dilation], j = 0..k-1 (shifted by one step, i.e. strictly
+        # earlier inputs only, when include_current=False): pad on the left only.
         self.include_current = include_current
         self.shift = 0 if include_current else 1
         self.left = (kernel_size - 1) * dilation + self.shift
@@ -92,9 +82,9 @@ class CausalConv1d(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention in which position t attends to positions <= t."""
+    """CausalSelfAttention(d_model, n_heads)."""
 
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model, n_heads):
         super().__init__()
         assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
         self.n_heads = n_heads
@@ -112,39 +102,41 @@ class CausalSelfAttention(nn.Module):
         return self.out(y)
 
 
-class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask (not saved)."""
-
-    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
-        super().__init__(in_features, out_features)
-        self.register_buffer("mask", mask.to(torch.get_default_dtype()), persistent=False)
-
-    def forward(self, x):
-        return F.linear(x, self.weight * self.mask, self.bias)
-
-
 class PixelAR(nn.Module):
-    """MADE over the 64 pixels in raster order: logit i depends on x_0 .. x_{i-1} only.
+    """forward(x (B, 1, 8, 8) in {0, 1}) -> logits (B, 1, 8, 8); logit i = logit p(x_i = 1 | x_<i).
 
-    Input degrees 1..64, hidden degrees cycle through 1..63, a hidden unit of degree m
-    sees inputs of degree <= m, output i (degree i + 1) sees hidden units of degree <= i.
-    A masked direct input-to-output connection (strictly lower triangular) is added.
+    log_prob(x) -> (B,) log p(x) in nats.   sample(n) -> (n, 1, 8, 8) binary images (0.0 / 1.0).
     """
 
-    def __init__(self, hidden: int = HIDDEN):
+    def __init__(self):
         super().__init__()
-        d_in = torch.arange(1, PIXELS + 1)
-        d_h = torch.arange(hidden) % (PIXELS - 1) + 1
-        self.fc1 = MaskedLinear(PIXELS, hidden, (d_h[:, None] >= d_in[None, :]))
-        self.fc2 = MaskedLinear(hidden, hidden, (d_h[:, None] >= d_h[None, :]))
-        self.fc3 = MaskedLinear(hidden, PIXELS, (d_in[:, None] > d_h[None, :]))
-        self.direct = MaskedLinear(PIXELS, PIXELS, (d_in[:, None] > d_in[None, :]))
+        # MADE over the 64 pixels in raster order: logit i depends on x_0 .. x_{i-1} only.
+        # Input degrees 1..64, hidden degrees cycle through 1..63, a hidden unit of degree m
+        # sees inputs of degree <= m, output i (degree i + 1) sees hidden units of degree <= i.
+        # A masked direct input-to-output connection (strictly lower triangular) is added.
+        # Each linear layer's weight is multiplied by a fixed 0/1 mask (a buffer, not saved).
+        hidden = 96
+        d_in = torch.arange(1, 65)
+        d_h = torch.arange(hidden) % 63 + 1
+        self.fc1 = nn.Linear(64, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, 64)
+        self.direct = nn.Linear(64, 64)
+        masks = {"fc1": d_h[:, None] >= d_in[None, :], "fc2": d_h[:, None] >= d_h[None, :],
+                 "fc3": d_in[:, None] > d_h[None, :], "direct": d_in[:, None] > d_in[None, :]}
+        for name, mask in masks.items():
+            self.register_buffer(f"{name}_mask", mask.to(torch.get_default_dtype()),
+                                 persistent=False)
 
     def forward(self, x):
-        flat = x.reshape(x.shape[0], PIXELS).to(self.fc1.weight.dtype)
-        h = torch.relu(self.fc1(flat))
-        h = torch.relu(self.fc2(h))
-        return (self.fc3(h) + self.direct(flat)).reshape(-1, 1, 8, 8)
+        def masked(name, v):
+            layer = getattr(self, name)
+            return F.linear(v, layer.weight * getattr(self, f"{name}_mask"), layer.bias)
+
+        flat = x.reshape(x.shape[0], 64).to(self.fc1.weight.dtype)
+        h = torch.relu(masked("fc1", flat))
+        h = torch.relu(masked("fc2", h))
+        return (masked("fc3", h) + masked("direct", flat)).reshape(-1, 1, 8, 8)
 
     def log_prob(self, x):
         """log p(x) in nats, (B,): the Bernoulli log-likelihood of x under its own logits."""
@@ -153,11 +145,16 @@ class PixelAR(nn.Module):
         return -nll.flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int):
+    def sample(self, n):
         """n binary images (n, 1, 8, 8), pixel by pixel in raster order."""
         p = self.fc1.weight
-        x = torch.zeros(n, PIXELS, dtype=p.dtype, device=p.device)
-        for i in range(PIXELS):
-            logits = self(x).reshape(n, PIXELS)
+        x = torch.zeros(n, 64, dtype=p.dtype, device=p.device)
+        for i in range(64):
+            logits = self(x).reshape(n, 64)
             x[:, i] = torch.bernoulli(torch.sigmoid(logits[:, i]))
         return x.reshape(n, 1, 8, 8)
+
+
+EPOCHS = 100
+BATCH_SIZE = 64
+LR = 3e-3
