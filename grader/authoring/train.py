@@ -71,12 +71,16 @@ def _state_dict(data: bytes, what: str) -> None:
                           "it with torch.save(model.state_dict(), PATH)")
 
 
-def _failed(record: object, name: str, nb: nbformat.NotebookNode) -> str | None:
-    """What went wrong in a training run, or None."""
+def _failed(record: object, name: str, ran: nbformat.NotebookNode) -> str | None:
+    """What went wrong in a training run, or None. ``ran`` is the notebook as executed (the
+    injected parameters cell included), so a cell is named by its id and first line, never by
+    a position the lecturer's notebook does not have."""
     for cell in getattr(record, "cells", []):
         if cell.error:
-            source = nb.cells[cell.index].source.splitlines()[:1]
-            return (f"{name}: cell {cell.index + 1} ({source[0][:60] if source else ''}) "
+            failing = ran.cells[cell.index]
+            source = failing.source.splitlines()[:1]
+            label = f"cell {failing['id']!r}" if failing.get("id") else "a cell"
+            return (f"{name}: {label} ({source[0][:60] if source else ''}) "
                     f"raised {cell.error['ename']}: {cell.error['evalue'][:300]}")
     if getattr(record, "timed_out", False):
         return f"{name}: the training ran past its time limit; raise --timeout"
@@ -100,9 +104,10 @@ def train_notebook(nb: nbformat.NotebookNode, rubric: Rubric, name: str, *, sand
         return session
 
     record = ExecutionRecord(parameters=params)
-    session = run_notebook(inject_parameters(nb, params), start, record)
+    ran = inject_parameters(nb, params)
+    session = run_notebook(ran, start, record)
     try:
-        problem = _failed(record, name, nb)
+        problem = _failed(record, name, ran)
         if problem:
             raise CourseError(f"{problem}; no checkpoint was stored")
         proxy, out = KernelProxy(session), {}
