@@ -511,8 +511,10 @@ class KernelProxy:
             if remaining <= 0:
                 self._abandon(timeout)
             try:
+                # the channel's own blocking read: the client's get_iopub_msg runs an asyncio
+                # event loop for each message (about 1.5 ms of CPU, a tenth of a grading's)
                 if stdin_handler is None:
-                    msg = client.get_iopub_msg(timeout=min(remaining, 1.0))
+                    msg = client.iopub_channel.get_msg(timeout=min(remaining, 1.0))
                 else:
                     msg = self._next_iopub(client, min(remaining, 1.0), stdin_handler)
             except Exception:  # noqa: BLE001 - queue.Empty: check the kernel is alive
@@ -554,7 +556,7 @@ class KernelProxy:
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
             try:
-                client.get_iopub_msg(timeout=0.01)
+                client.iopub_channel.get_msg(timeout=0.01)
             except queue.Empty:
                 return
 
@@ -567,7 +569,7 @@ class KernelProxy:
     def _next_iopub(self, client: Any, timeout: float, handler: StdinHandler) -> dict[str, Any]:
         """The next iopub message, answering every stdin ``input_request`` meanwhile.
 
-        Raises queue.Empty (as ``get_iopub_msg`` does) when ``timeout`` passes first.
+        Raises queue.Empty (as the channel's ``get_msg`` does) when ``timeout`` passes first.
         """
         import zmq
 
@@ -579,11 +581,11 @@ class KernelProxy:
             wait_ms = max(0, int((end - time.monotonic()) * 1000))
             ready = dict(poller.poll(wait_ms))
             if client.stdin_channel.socket in ready:
-                failure = self._answer_stdin(client, client.get_stdin_msg(timeout=0), handler)
+                failure = self._answer_stdin(client, client.stdin_channel.get_msg(timeout=0), handler)
                 if failure is not None and self._stdin_failure is None:
                     self._stdin_failure = failure
             if client.iopub_channel.socket in ready:
-                return client.get_iopub_msg(timeout=0)
+                return client.iopub_channel.get_msg(timeout=0)
             if not ready and time.monotonic() >= end:
                 raise queue.Empty
 
@@ -619,7 +621,7 @@ class KernelProxy:
         end = time.monotonic() + 5
         while client is not None and time.monotonic() < end:
             try:
-                msg = client.get_iopub_msg(timeout=0.5)
+                msg = client.iopub_channel.get_msg(timeout=0.5)
             except Exception:  # noqa: BLE001
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":

@@ -109,7 +109,7 @@ class WarmPool:
                 raise RuntimeError("other limits")
             deadline = time.monotonic() + session.limits.startup_timeout_s
             while True:
-                reply = client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                reply = client.shell_channel.get_msg(timeout=max(0.1, deadline - time.monotonic()))
                 if reply["parent_header"].get("msg_id") == msg_id:
                     break
             if reply["content"].get("status") != "ok":

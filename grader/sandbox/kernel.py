@@ -280,10 +280,10 @@ class KernelSession:
             asked.add(client.kernel_info())
             try:
                 while not answered:
-                    reply = client.get_shell_msg(timeout=wait(2.0))
+                    reply = client.shell_channel.get_msg(timeout=wait(2.0))
                     answered = reply.get("parent_header", {}).get("msg_id") in asked
                 while not connected:
-                    msg = client.get_iopub_msg(timeout=wait(1.0))
+                    msg = client.iopub_channel.get_msg(timeout=wait(1.0))
                     connected = msg.get("parent_header", {}).get("msg_id") in asked
             except queue.Empty:
                 if not self.is_alive():
