@@ -581,7 +581,8 @@ class KernelProxy:
             wait_ms = max(0, int((end - time.monotonic()) * 1000))
             ready = dict(poller.poll(wait_ms))
             if client.stdin_channel.socket in ready:
-                failure = self._answer_stdin(client, client.stdin_channel.get_msg(timeout=0), handler)
+                asked = client.stdin_channel.get_msg(timeout=0)
+                failure = self._answer_stdin(client, asked, handler)
                 if failure is not None and self._stdin_failure is None:
                     self._stdin_failure = failure
             if client.iopub_channel.socket in ready:
