@@ -6,6 +6,9 @@ Generated from reference/active_inference.ipynb by `grader build active_inferenc
 import itertools
 import math
 import torch
+TRAIN = True
+SEED = 0
+DEVICE = "cpu"
 
 
 def infer_states(o, A, prior):

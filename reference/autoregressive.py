@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from grader.data import digits
+TRAIN = True
+SEED = 0
+DEVICE = "cpu"
 
 
 class LSTMCell(nn.Module):

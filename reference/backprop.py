@@ -20,6 +20,9 @@ def cross_entropy_loss(logits, targets):
         1, targets.view(-1, 1)).mean()
 
 
+TRAIN = True
+SEED = 0
+DEVICE = "cpu"
 HIDDEN = 128
 
 

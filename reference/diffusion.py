@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from grader.data import digits
+TRAIN = True
+SEED = 0
+DEVICE = "cpu"
 
 
 def linear_beta_schedule(T, beta_start=1e-4, beta_end=0.02):

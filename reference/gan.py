@@ -7,6 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from grader.data import digits
+TRAIN = True
+SEED = 0
+DEVICE = "cpu"
 LATENT_DIM = 16
 
 

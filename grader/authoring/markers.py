@@ -224,7 +224,8 @@ def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "not
     """The student template and the reference source of a solution notebook.
 
     Lecturer code cells reach the reference only; ``given`` code cells the template only;
-    every other code cell reaches both.
+    every other code cell reaches both (the ``parameters`` cell's defaults too: a helper such
+    as a training loop may read ``DEVICE``).
     """
     template = _derived(nb, lab)
     parts: list[str] = []
@@ -241,7 +242,7 @@ def split_solution(nb: nbformat.NotebookNode, lab: str, where: str | Path = "not
         split.hidden_tests += hidden
         split.solutions += [s for s in solution_regions(cell.source, here) if s.strip()]
         template.cells.append(_cell(cell.cell_type, source, cell_id(cell, i), _tags(cell)))
-        if code and not _is_parameters(cell) and GIVEN_TAG not in _tags(cell):
+        if code and GIVEN_TAG not in _tags(cell):
             _definitions(cell.source, here, split, parts, future)
     _with_parameters(template)
     header = (f'"""Reference solution of the {lab} lab (trusted; never sent to a student).\n\n'
